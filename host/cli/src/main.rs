@@ -1,0 +1,52 @@
+//! The `lockfile` command.
+
+mod exec;
+mod exit;
+mod inspect;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// zc.lockfile's lock files from the command line: run a command, or a
+/// WebAssembly plugin, while holding an exclusive lock that records its holder.
+#[derive(Debug, Parser)]
+#[command(name = "lockfile", version, propagate_version = true)]
+struct Cli {
+    /// Log more: -v for info, -vv for debug (RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Exec(exec::ExecArgs),
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::from(exit::USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    match cli.command {
+        Command::Exec(args) => exec::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    }
+}

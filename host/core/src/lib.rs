@@ -1,0 +1,56 @@
+//! zc.lockfile's lock files in Rust.
+//!
+//! A [`LockFile`] is an exclusive, non-blocking OS lock on a file that writes
+//! who holds it into the file: `" 1234\n"` by default, or a template such as
+//! `{pid};{hostname}` for containers, where every pid is 1. The bytes and the
+//! lock are those of Python's [zc.lockfile], so Rust and Python processes
+//! exclude each other on the same files.
+//!
+//! ```
+//! use lockfile_core::{Error, LockFile};
+//!
+//! # let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("job.lock");
+//! let lock = LockFile::lock(&path)?;
+//! assert_eq!(std::fs::read(&path)?, format!(" {}\n", std::process::id()).into_bytes());
+//!
+//! // A second lock fails at once, even in the same process, and says who holds it.
+//! let Err(Error::Locked { holder, .. }) = LockFile::lock(&path) else { panic!() };
+//! assert_eq!(holder, Some(std::process::id().to_string()));
+//!
+//! lock.release();
+//! assert!(path.exists(), "the file is never deleted");
+//! LockFile::lock(&path)?;
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! What it does differently from zc.lockfile 4.0, on purpose:
+//! - a bad template is an error before the file is opened, not a `KeyError`
+//!   with the lock still held;
+//! - the record is always written at offset 0, so a racing creator cannot
+//!   leave two records in the file;
+//! - files are opened close-on-exec, and only the process that took a lock
+//!   unlocks it, so a forked child cannot release its parent's lock;
+//! - it can wait for the lock ([`LockOptions::wait`]), as yg.lockfile does,
+//!   without ever deleting the file.
+//!
+//! Locks use std's `File::try_lock`: flock(2) on Unix. std adopted fs2's API in
+//! Rust 1.89; fs2 itself is unmaintained and its `FileExt` methods are now
+//! shadowed by std's of the same names.
+//!
+//! [zc.lockfile]: https://pypi.org/project/zc.lockfile/
+
+#![deny(missing_docs)]
+
+mod backoff;
+mod content;
+mod error;
+mod lock;
+mod sys;
+mod template;
+
+pub use backoff::Backoff;
+pub use content::{read_content, read_content_from};
+pub use error::Error;
+pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
+pub use template::{ContentTemplate, TemplateError};

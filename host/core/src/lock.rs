@@ -1,0 +1,320 @@
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::template::push_display;
+use crate::{Backoff, ContentTemplate, Error, content, sys};
+
+/// The fields every template may use.
+const BUILTIN_FIELDS: [&str; 2] = ["pid", "hostname"];
+
+/// An exclusive lock on a file, recording its holder in the file.
+///
+/// The lock is released when the value is dropped or [`released`](Self::release).
+/// The file itself is never deleted: deleting it would let a waiter on the old
+/// file and a newcomer on a new one both believe they hold the lock.
+#[derive(Debug)]
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+    content: Option<String>,
+    owner: u32,
+}
+
+impl LockFile {
+    /// Takes the lock at `path` with zc.lockfile's defaults: one try, and
+    /// `" {pid}\n"` written into the file.
+    pub fn lock(path: impl AsRef<Path>) -> Result<Self, Error> {
+        LockOptions::new().lock(path)
+    }
+
+    /// What this holder wrote, without the leading space and the newline;
+    /// `None` in no-content mode.
+    pub fn content(&self) -> Option<&str> {
+        self.content.as_deref()
+    }
+
+    /// The lock file's path, as it was given.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Unlocks and closes the file. Dropping the value does the same.
+    pub fn release(self) {}
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        // flock locks belong to the open file description, which a forked child
+        // shares: only the process that took the lock may unlock it. Closing
+        // alone never releases a lock that another process still shares.
+        if self.owner == std::process::id() {
+            let _ = sys::unlock(&self.file);
+        }
+    }
+}
+
+/// How to take a lock: the content to write, how long to wait, whether to log
+/// failures.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("job.lock");
+/// use std::time::Duration;
+/// use lockfile_core::LockOptions;
+///
+/// let lock = LockOptions::new()
+///     .content_template("{pid};{hostname}")
+///     .wait(Duration::from_secs(3))
+///     .lock(&path)?;
+/// assert!(lock.content().unwrap().starts_with(&std::process::id().to_string()));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    template: Option<String>,
+    wait: Duration,
+    log_failures: bool,
+    fields: Vec<(String, String)>,
+    hostname: Option<String>,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LockOptions {
+    /// zc.lockfile's defaults: template `{pid}`, one try, nothing logged.
+    pub fn new() -> Self {
+        Self {
+            template: Some("{pid}".to_owned()),
+            wait: Duration::ZERO,
+            log_failures: false,
+            fields: Vec::new(),
+            hostname: None,
+        }
+    }
+
+    /// Writes `" " + template + "\n"` once locked. Fields: `{pid}`, `{hostname}`
+    /// and those added with [`field`](Self::field); `{{` and `}}` are braces.
+    pub fn content_template(mut self, template: impl Into<String>) -> Self {
+        self.template = Some(template.into());
+        self
+    }
+
+    /// Locks without writing anything, as zc.lockfile's `SimpleLockFile` does:
+    /// the file keeps whatever content it had.
+    pub fn no_content(mut self) -> Self {
+        self.template = None;
+        self
+    }
+
+    /// Retries until `wait` has passed (yg.lockfile's timeout). Zero, the
+    /// default, tries once.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The wait set with [`wait`](Self::wait).
+    pub fn wait_limit(&self) -> Duration {
+        self.wait
+    }
+
+    /// Logs each failure at ERROR, as exclusive_control does:
+    /// `Error locking file <path>; pid=<holder>`. Off by default, as in
+    /// zc.lockfile since 1.3.
+    pub fn log_failures(mut self, log: bool) -> Self {
+        self.log_failures = log;
+        self
+    }
+
+    /// Adds a template field, such as the `{plugin}` a host names its plugins by.
+    pub fn field(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.fields.push((name.into(), value.into()));
+        self
+    }
+
+    /// Uses `hostname` for `{hostname}` instead of asking the system.
+    pub fn hostname(mut self, hostname: impl Into<String>) -> Self {
+        self.hostname = Some(hostname.into());
+        self
+    }
+
+    /// Takes the lock at `path`, creating the file if it is missing.
+    pub fn lock(&self, path: impl AsRef<Path>) -> Result<LockFile, Error> {
+        let path = path.as_ref();
+        let pending = self.prepare(path, || open_for_locking(path))?;
+        let start = Instant::now();
+        let mut backoff = Backoff::new();
+        let mut pending = match pending.try_lock()? {
+            Attempt::Taken(lock) => return Ok(lock),
+            Attempt::Held(pending) => pending,
+        };
+        loop {
+            let waited = start.elapsed();
+            if waited >= self.wait {
+                return Err(pending.into_error());
+            }
+            std::thread::sleep(
+                backoff
+                    .next()
+                    .unwrap_or(Backoff::MAX_DELAY)
+                    .min(self.wait - waited),
+            );
+            pending = match pending.try_lock()? {
+                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Held(pending) => pending,
+            };
+        }
+    }
+
+    /// Checks the template and renders the content, then opens the file with
+    /// `open`: the building block for hosts that open files their own way (in
+    /// a confined directory) or wait their own way (asynchronously).
+    ///
+    /// A bad template is reported before `open` is called, so it never leaves a
+    /// file or a lock behind.
+    pub fn prepare(
+        &self,
+        path: impl Into<PathBuf>,
+        open: impl FnOnce() -> io::Result<File>,
+    ) -> Result<PendingLock, Error> {
+        let path = path.into();
+        let content = self.render(&path)?;
+        let file = open().map_err(|e| Error::io("open", &path, e))?;
+        Ok(PendingLock {
+            file,
+            path,
+            content,
+            log_failures: self.log_failures,
+            wait: self.wait,
+        })
+    }
+
+    fn render(&self, path: &Path) -> Result<Option<String>, Error> {
+        let Some(template) = &self.template else {
+            return Ok(None);
+        };
+        let mut known: Vec<&str> = BUILTIN_FIELDS.to_vec();
+        known.extend(self.fields.iter().map(|(name, _)| name.as_str()));
+        let template = ContentTemplate::parse(template, &known)?;
+        let hostname = match (&self.hostname, template.uses("hostname")) {
+            (Some(name), _) => Some(name.as_str()),
+            (None, true) => Some(
+                system_hostname().map_err(|e| Error::io("look up the hostname for", path, e))?,
+            ),
+            (None, false) => None,
+        };
+        Ok(Some(template.render(|name, out| match name {
+            "pid" => push_display(out, std::process::id()),
+            "hostname" => out.push_str(hostname.unwrap_or_default()),
+            _ => {
+                let value = self.fields.iter().rev().find(|(field, _)| field == name);
+                out.push_str(value.map(|(_, v)| v.as_str()).unwrap_or_default());
+            }
+        })))
+    }
+}
+
+/// zc.lockfile opens with `'r+'` and falls back to `'a+'`; read-write-create
+/// without truncation is the same minus the append mode that let it write a
+/// second record. std sets close-on-exec, so children never inherit the lock.
+fn open_for_locking(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// The hostname changes far less often than locks are taken: look it up once.
+fn system_hostname() -> io::Result<&'static str> {
+    static HOSTNAME: OnceLock<String> = OnceLock::new();
+    if let Some(name) = HOSTNAME.get() {
+        return Ok(name);
+    }
+    let name = hostname::get()?.to_string_lossy().into_owned();
+    Ok(HOSTNAME.get_or_init(|| name))
+}
+
+/// A lock file that is open but not yet locked: try it, sleep your own way,
+/// try again.
+#[derive(Debug)]
+pub struct PendingLock {
+    file: File,
+    path: PathBuf,
+    content: Option<String>,
+    log_failures: bool,
+    wait: Duration,
+}
+
+/// The outcome of one [`PendingLock::try_lock`].
+#[derive(Debug)]
+pub enum Attempt {
+    /// The lock is ours and the content is written.
+    Taken(LockFile),
+    /// Someone else holds it; try again later or turn it into an error.
+    Held(PendingLock),
+}
+
+impl PendingLock {
+    /// One non-blocking try. On success writes the content at offset 0,
+    /// truncates after it and returns the lock; if writing fails the lock is
+    /// released and the error returned, so no half-made lock stays behind.
+    pub fn try_lock(self) -> Result<Attempt, Error> {
+        if !sys::try_lock(&self.file).map_err(|e| Error::io("lock", &self.path, e))? {
+            return Ok(Attempt::Held(self));
+        }
+        let lock = LockFile {
+            file: self.file,
+            path: self.path,
+            content: self.content,
+            owner: std::process::id(),
+        };
+        if let Some(content) = &lock.content {
+            let record = format!(" {content}\n");
+            sys::write_at_start(&lock.file, record.as_bytes())
+                .and_then(|()| lock.file.set_len(record.len() as u64))
+                .map_err(|e| Error::io("write the holder into", &lock.path, e))?;
+        }
+        Ok(Attempt::Taken(lock))
+    }
+
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Gives up: [`Error::Locked`] after a single try, [`Error::TimedOut`] when
+    /// the options asked to wait, with the holder's content read from the file.
+    /// Logs the failure if the options asked for it.
+    pub fn into_error(self) -> Error {
+        let holder = content::read_content_from(&self.file).ok().flatten();
+        if self.log_failures {
+            log::error!(
+                target: "lockfile",
+                "Error locking file {}; pid={}",
+                self.path.display(),
+                holder.as_deref().unwrap_or("UNKNOWN")
+            );
+        }
+        if self.wait.is_zero() {
+            Error::Locked {
+                path: self.path,
+                holder,
+            }
+        } else {
+            Error::TimedOut {
+                path: self.path,
+                holder,
+                waited: self.wait,
+            }
+        }
+    }
+}
