@@ -1,6 +1,6 @@
 //! How long to sleep between tries while waiting for a lock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Sleeps between non-blocking tries: short at first so a lock that is released
 /// soon is handed over within microseconds, then capped so a waiter notices a
@@ -27,19 +27,22 @@ impl Backoff {
     }
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
+impl Backoff {
+    /// The next sleep of a wait that started at `start` and may last `wait`,
+    /// shortened so it ends with the wait; `None` once the wait is over.
+    pub fn delay(&mut self, start: Instant, wait: Duration) -> Option<Duration> {
+        let left = wait
+            .checked_sub(start.elapsed())
+            .filter(|left| !left.is_zero())?;
+        let delay = self.next.min(left);
+        self.next = (self.next * 2).min(Self::MAX_DELAY);
+        Some(delay)
     }
 }
 
-impl Iterator for Backoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next;
-        self.next = (delay * 2).min(Self::MAX_DELAY);
-        Some(delay)
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -49,7 +52,24 @@ mod tests {
 
     #[test]
     fn doubles_up_to_the_cap() {
-        let delays: Vec<_> = Backoff::new().take(8).map(|d| d.as_micros()).collect();
+        let mut backoff = Backoff::new();
+        let start = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let delays: Vec<_> = (0..8)
+            .map(|_| backoff.delay(start, hour).unwrap().as_micros())
+            .collect();
         assert_eq!(delays, [20, 40, 80, 160, 320, 500, 500, 500]);
+    }
+
+    #[test]
+    fn ends_with_the_wait() {
+        let mut backoff = Backoff::new();
+        assert_eq!(backoff.delay(Instant::now(), Duration::ZERO), None);
+        let start = Instant::now() - Duration::from_secs(2);
+        assert_eq!(backoff.delay(start, Duration::from_secs(1)), None);
+        let left = backoff
+            .delay(Instant::now(), Duration::from_micros(5))
+            .unwrap();
+        assert!(left <= Duration::from_micros(5));
     }
 }

@@ -148,28 +148,29 @@ impl LockOptions {
     /// Takes the lock at `path`, creating the file if it is missing.
     pub fn lock(&self, path: impl AsRef<Path>) -> Result<LockFile, Error> {
         let path = path.as_ref();
-        let pending = self.prepare(path, || open_for_locking(path))?;
+        self.lock_with(path, || open_for_locking(path))
+    }
+
+    /// Like [`lock`](Self::lock), opening the file with `open`; `path` only
+    /// names it in the lock and in errors. For hosts that confine paths to a
+    /// directory of their own.
+    pub fn lock_with(
+        &self,
+        path: impl Into<PathBuf>,
+        open: impl FnOnce() -> io::Result<File>,
+    ) -> Result<LockFile, Error> {
+        let mut pending = self.prepare(path, open)?;
         let start = Instant::now();
         let mut backoff = Backoff::new();
-        let mut pending = match pending.try_lock()? {
-            Attempt::Taken(lock) => return Ok(lock),
-            Attempt::Held(pending) => pending,
-        };
         loop {
-            let waited = start.elapsed();
-            if waited >= self.wait {
-                return Err(pending.into_error());
-            }
-            std::thread::sleep(
-                backoff
-                    .next()
-                    .unwrap_or(Backoff::MAX_DELAY)
-                    .min(self.wait - waited),
-            );
             pending = match pending.try_lock()? {
                 Attempt::Taken(lock) => return Ok(lock),
                 Attempt::Held(pending) => pending,
             };
+            let Some(delay) = backoff.delay(start, self.wait) else {
+                return Err(pending.into_error());
+            };
+            std::thread::sleep(delay);
         }
     }
 
