@@ -1,0 +1,209 @@
+//! zc.lockfile's lock files for WebAssembly plugins.
+//!
+//! The host (see the `lockfile-host` crate, or `lockfile run`) takes a real OS
+//! lock on a file in the plugin's lock directory and writes the holder's
+//! record into it, exactly as Python's zc.lockfile does, so plugins, native
+//! processes and Python programs exclude each other on the same files.
+//!
+//! ```no_run
+//! use lockfile_guest::{LockFile, LockOptions};
+//! use std::time::Duration;
+//!
+//! // zc.lockfile's default: one try, " <pid>\n" written into the file.
+//! let lock = LockFile::lock("job.lock")?;
+//!
+//! // Or wait up to 3 s, and say which plugin on which host holds it.
+//! let other = LockOptions::new()
+//!     .content_template("{plugin}@{hostname}")
+//!     .wait(Duration::from_secs(3))
+//!     .lock("other.lock")?;
+//! println!("holding {} as {:?}", other.path(), other.content());
+//! drop(other); // released
+//! lock.release();
+//! # Ok::<_, lockfile_guest::Error>(())
+//! ```
+//!
+//! Build plugins with `cargo build --target wasm32-wasip2`: a crate with
+//! `fn main` is a wasi:cli command component.
+
+#![deny(missing_docs)]
+
+use std::time::Duration;
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "imports",
+    });
+}
+
+use bindings::lockfile::lockfile::lockfile as wit;
+
+/// An exclusive lock on a file in the plugin's lock directory. Dropping it
+/// releases the lock; so does the end of the plugin, even by a trap.
+#[derive(Debug)]
+pub struct LockFile {
+    handle: wit::Lock,
+}
+
+impl LockFile {
+    /// Takes the lock on `path` (relative to the lock directory) with
+    /// zc.lockfile's defaults: one try, `" {pid}\n"` written into the file.
+    pub fn lock(path: &str) -> Result<Self, Error> {
+        LockOptions::new().lock(path)
+    }
+
+    /// What this holder wrote, without the leading space and the newline.
+    pub fn content(&self) -> Option<String> {
+        self.handle.content()
+    }
+
+    /// The path the lock was taken with.
+    pub fn path(&self) -> String {
+        self.handle.path()
+    }
+
+    /// Unlocks now; dropping the value does the same.
+    pub fn release(self) {
+        self.handle.release();
+    }
+}
+
+/// How to take a lock.
+#[derive(Debug, Clone)]
+pub struct LockOptions {
+    content_template: Option<String>,
+    wait: Duration,
+}
+
+impl Default for LockOptions {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LockOptions {
+    /// zc.lockfile's defaults: template `{pid}`, one try.
+    pub fn new() -> Self {
+        Self {
+            content_template: Some("{pid}".to_owned()),
+            wait: Duration::ZERO,
+        }
+    }
+
+    /// What to write after the space: `{pid}`, `{hostname}`, `{plugin}`, with
+    /// `{{` and `}}` for literal braces.
+    pub fn content_template(mut self, template: impl Into<String>) -> Self {
+        self.content_template = Some(template.into());
+        self
+    }
+
+    /// Writes nothing and leaves the file's content as it is (zc.lockfile's
+    /// `SimpleLockFile`).
+    pub fn no_content(mut self) -> Self {
+        self.content_template = None;
+        self
+    }
+
+    /// Keeps trying for up to `wait` (the host may cap it). Zero tries once.
+    pub fn wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Takes the lock on `path`, relative to the lock directory.
+    pub fn lock(&self, path: &str) -> Result<LockFile, Error> {
+        let options = wit::Options {
+            content_template: self.content_template.clone(),
+            wait_ms: u64::try_from(self.wait.as_millis()).unwrap_or(u64::MAX),
+        };
+        wit::Lock::acquire(path, &options)
+            .map(|handle| LockFile { handle })
+            .map_err(|e| Error::new(path, e, self.wait))
+    }
+}
+
+/// Reads what the holder of `path` wrote, without taking the lock.
+pub fn read_content(path: &str) -> Result<Option<String>, Error> {
+    wit::read_content(path).map_err(|e| Error::new(path, e, Duration::ZERO))
+}
+
+/// Why a lock could not be taken or read. Prints like zc.lockfile's
+/// `LockError`: `Couldn't lock 'job.lock': held by 1234`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Someone else holds the lock.
+    #[error("Couldn't lock '{path}'{}", held_by(holder))]
+    Locked {
+        /// The lock file.
+        path: String,
+        /// What the holder wrote, if anything.
+        holder: Option<String>,
+    },
+    /// The lock stayed held for the whole wait.
+    #[error("Couldn't lock '{path}' within {waited:?}{}", held_by(holder))]
+    TimedOut {
+        /// The lock file.
+        path: String,
+        /// What the holder wrote, if anything.
+        holder: Option<String>,
+        /// How long the plugin asked to wait.
+        waited: Duration,
+    },
+    /// The host refused the path: it leads outside the lock directory, or is
+    /// empty or contains NUL.
+    #[error("not permitted: {reason}")]
+    NotPermitted {
+        /// The path given.
+        path: String,
+        /// The host's reason.
+        reason: String,
+    },
+    /// The content template is malformed.
+    #[error("{0}")]
+    InvalidTemplate(String),
+    /// The plugin already has this many lock handles alive.
+    #[error("too many locks: this plugin may hold {0}")]
+    TooManyLocks(u32),
+    /// The operating system refused.
+    #[error("{message}")]
+    Io {
+        /// The path given.
+        path: String,
+        /// The system's message.
+        message: String,
+    },
+}
+
+fn held_by(holder: &Option<String>) -> String {
+    holder
+        .as_ref()
+        .map(|h| format!(": held by {h}"))
+        .unwrap_or_default()
+}
+
+impl Error {
+    fn new(path: &str, error: wit::Error, waited: Duration) -> Self {
+        let path = path.to_owned();
+        match error {
+            wit::Error::Locked(holder) => Self::Locked { path, holder },
+            wit::Error::TimedOut(holder) => Self::TimedOut {
+                path,
+                holder,
+                waited,
+            },
+            wit::Error::NotPermitted(reason) => Self::NotPermitted { path, reason },
+            wit::Error::InvalidTemplate(message) => Self::InvalidTemplate(message),
+            wit::Error::TooManyLocks(max) => Self::TooManyLocks(max),
+            wit::Error::Io(message) => Self::Io { path, message },
+        }
+    }
+
+    /// What the holder wrote, for [`Error::Locked`] and [`Error::TimedOut`].
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Self::Locked { holder, .. } | Self::TimedOut { holder, .. } => holder.as_deref(),
+            _ => None,
+        }
+    }
+}
