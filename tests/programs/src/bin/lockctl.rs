@@ -1,0 +1,129 @@
+//! Runs lock steps given as arguments, printing one line per step, so tests can
+//! script a plugin. Steps:
+//!
+//! - `lock PATH TEMPLATE WAIT_MS` (TEMPLATE `-`: no content) -> `locked CONTENT` or `error DISPLAY`
+//! - `release` the newest held lock -> `released`
+//! - `read PATH` -> `content CONTENT`, `content -` or `error DISPLAY`
+//! - `await FILE` waits until `/data/FILE` exists; `touch FILE` creates it
+//! - `increment PATH COUNTER` spins until PATH is locked, then adds 1 to `/data/COUNTER`
+//! - `hold-many N` locks `many-0` .. `many-N-1` and keeps them -> `held K` then `error ...` if any failed
+//! - `cycles N PATH` N acquire+release cycles -> `cycle-ns NANOS` per cycle
+//! - `tries N PATH` N failed tries on a held PATH -> `try-ns NANOS` per try
+//! - `trap` aborts the plugin while it holds its locks; `exit` exits without
+//!   running destructors, leaving its handles to the host
+//!
+//! In PATH, `\0` stands for a NUL character.
+
+use std::time::{Duration, Instant};
+
+use lockfile_guest::{Error, LockFile, LockOptions, read_content};
+
+fn options(template: &str, wait_ms: &str) -> LockOptions {
+    let options = match template {
+        "-" => LockOptions::new().no_content(),
+        template => LockOptions::new().content_template(template),
+    };
+    options.wait(Duration::from_millis(wait_ms.parse().expect("WAIT_MS")))
+}
+
+fn decode(path: &str) -> String {
+    path.replace("\\0", "\0")
+}
+
+fn data(file: &str) -> String {
+    format!("/data/{file}")
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = args.iter().map(String::as_str);
+    let mut held: Vec<LockFile> = Vec::new();
+    while let Some(step) = args.next() {
+        let mut arg = || {
+            args.next()
+                .unwrap_or_else(|| panic!("{step}: missing argument"))
+        };
+        match step {
+            "lock" => {
+                let path = decode(arg());
+                let (template, wait) = (arg(), arg());
+                match options(template, wait).lock(&path) {
+                    Ok(lock) => {
+                        println!("locked {}", lock.content().unwrap_or_else(|| "-".into()));
+                        held.push(lock);
+                    }
+                    Err(error) => println!("error {error}"),
+                }
+            }
+            "release" => {
+                held.pop().expect("nothing held").release();
+                println!("released");
+            }
+            "read" => match read_content(&decode(arg())) {
+                Ok(content) => println!("content {}", content.unwrap_or_else(|| "-".into())),
+                Err(error) => println!("error {error}"),
+            },
+            "await" => {
+                let file = data(arg());
+                while std::fs::metadata(&file).is_err() {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            "touch" => std::fs::write(data(arg()), "").unwrap(),
+            "increment" => {
+                let (path, counter) = (arg(), data(arg()));
+                let lock = loop {
+                    match LockFile::lock(path) {
+                        Ok(lock) => break lock,
+                        Err(Error::Locked { .. }) => std::thread::yield_now(),
+                        Err(other) => panic!("{other}"),
+                    }
+                };
+                let n: u32 = std::fs::read_to_string(&counter)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                std::thread::sleep(Duration::from_micros(100));
+                std::fs::write(&counter, (n + 1).to_string()).unwrap();
+                lock.release();
+            }
+            "hold-many" => {
+                let n: u32 = arg().parse().unwrap();
+                let mut error = None;
+                for i in 0..n {
+                    match LockFile::lock(&format!("many-{i}")) {
+                        Ok(lock) => held.push(lock),
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                println!("held {}", held.len());
+                if let Some(error) = error {
+                    println!("error {error}");
+                }
+            }
+            "cycles" => {
+                let (n, path): (u32, _) = (arg().parse().unwrap(), arg());
+                let start = Instant::now();
+                for _ in 0..n {
+                    LockFile::lock(path).unwrap().release();
+                }
+                println!("cycle-ns {}", start.elapsed().as_nanos() / u128::from(n));
+            }
+            "tries" => {
+                let (n, path): (u32, _) = (arg().parse().unwrap(), arg());
+                let start = Instant::now();
+                for _ in 0..n {
+                    assert!(matches!(LockFile::lock(path), Err(Error::Locked { .. })));
+                }
+                println!("try-ns {}", start.elapsed().as_nanos() / u128::from(n));
+            }
+            "trap" => std::process::abort(),
+            "exit" => std::process::exit(0),
+            other => panic!("unknown step {other}"),
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! Real guest components under the real host: zc.lockfile's behaviours from
+//! inside the sandbox, against other plugins, native locks, other processes and
+//! the real zc.lockfile.
+
+#[path = "../support/zc_python.rs"]
+mod zc_python;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lockfile_core::{Error, LockFile, LockOptions};
+use lockfile_tests::{LOCKCTL_COMPONENT, Run, ZC_BEHAVIOUR_COMPONENT, run};
+
+fn lockctl(lock_dir: &Path, args: &[&str]) -> Run {
+    run(LOCKCTL_COMPONENT, lock_dir, None, args, |b| b)
+}
+
+/// Runs lockctl on a thread; the plugin signals through files in `data_dir`.
+fn spawn_lockctl(lock_dir: &Path, data_dir: &Path, args: &[&str]) -> std::thread::JoinHandle<Run> {
+    let (lock_dir, data_dir) = (lock_dir.to_owned(), data_dir.to_owned());
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(LOCKCTL_COMPONENT, &lock_dir, Some(&data_dir), &args, |b| {
+            b.plugin_name("holder")
+        })
+    })
+}
+
+fn wait_for(path: &Path) {
+    for _ in 0..30_000 {
+        if path.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("{} never appeared", path.display());
+}
+
+fn pid() -> String {
+    std::process::id().to_string()
+}
+
+struct Dirs {
+    _root: tempfile::TempDir,
+    locks: PathBuf,
+    data: PathBuf,
+    outside: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let [locks, data, outside] = ["locks", "data", "outside"].map(|name| root.path().join(name));
+    for dir in [&locks, &data, &outside] {
+        fs::create_dir(dir).unwrap();
+    }
+    Dirs {
+        _root: root,
+        locks,
+        data,
+        outside,
+    }
+}
+
+#[test]
+fn zc_lockfile_behaviours_hold_inside_a_plugin() {
+    let d = dirs();
+    let out = run(ZC_BEHAVIOUR_COMPONENT, &d.locks, None, &[], |b| {
+        b.plugin_name("zc-behaviour").hostname("myhostname")
+    });
+    assert_eq!(out.status, Ok(0), "{}", out.stdout);
+    assert_eq!(
+        out.lines(),
+        [
+            "ok second-lock-fails",
+            "ok file-left-and-relock",
+            "ok pid-slash-hostname",
+            "ok plugin-field",
+            "ok empty-template",
+            "ok no-content-keeps-content",
+            "ok bad-template-creates-nothing",
+            "ok release-twice",
+        ]
+    );
+    assert_eq!(
+        fs::read(d.locks.join("lock")).unwrap(),
+        format!(" {}\n", pid()).into_bytes()
+    );
+    assert_eq!(
+        fs::read(d.locks.join("host.lock")).unwrap(),
+        format!(" {}/myhostname\n", pid()).into_bytes()
+    );
+    assert!(!d.locks.join("bad.lock").exists());
+}
+
+#[test]
+fn two_plugin_instances_exclude_each_other() {
+    let d = dirs();
+    let holder = spawn_lockctl(
+        &d.locks,
+        &d.data,
+        &[
+            "lock", "job.lock", "{plugin}", "0", "touch", "locked", "await", "go",
+        ],
+    );
+    wait_for(&d.data.join("locked"));
+    let second = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["lock", "job.lock", "{plugin}", "0"],
+        |b| b.plugin_name("second"),
+    );
+    fs::write(d.data.join("go"), "").unwrap();
+    let first = holder.join().unwrap();
+    assert_eq!(first.lines(), ["locked holder"]);
+    assert_eq!(
+        second.lines(),
+        ["error Couldn't lock 'job.lock': held by holder"]
+    );
+}
+
+#[test]
+fn a_plugin_and_a_native_lock_exclude_each_other() {
+    let d = dirs();
+    let native = LockOptions::new()
+        .content_template("native {pid}")
+        .lock(d.locks.join("job.lock"))
+        .unwrap();
+    let out = lockctl(&d.locks, &["lock", "job.lock", "{pid}", "0"]);
+    assert_eq!(
+        out.lines(),
+        [format!(
+            "error Couldn't lock 'job.lock': held by native {}",
+            pid()
+        )]
+    );
+    native.release();
+
+    let holder = spawn_lockctl(
+        &d.locks,
+        &d.data,
+        &[
+            "lock", "job.lock", "{plugin}", "0", "touch", "locked", "await", "go",
+        ],
+    );
+    wait_for(&d.data.join("locked"));
+    let refused = LockFile::lock(d.locks.join("job.lock"));
+    fs::write(d.data.join("go"), "").unwrap();
+    holder.join().unwrap();
+    assert!(
+        matches!(refused, Err(Error::Locked { holder: Some(ref h), .. }) if h == "holder"),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn fifty_plugin_instances_increment_a_counter_under_the_lock() {
+    let d = dirs();
+    fs::write(d.data.join("counter"), "0").unwrap();
+    let barrier = std::sync::Barrier::new(50);
+    std::thread::scope(|scope| {
+        for _ in 0..50 {
+            scope.spawn(|| {
+                barrier.wait();
+                let out = run(
+                    LOCKCTL_COMPONENT,
+                    &d.locks,
+                    Some(&d.data),
+                    &["increment", "counter.lock", "counter"],
+                    |b| b,
+                );
+                assert_eq!(out.status, Ok(0), "{}", out.stdout);
+            });
+        }
+    });
+    assert_eq!(fs::read_to_string(d.data.join("counter")).unwrap(), "50");
+    assert_eq!(
+        fs::read_to_string(d.locks.join("counter.lock")).unwrap(),
+        format!(" {}\n", pid())
+    );
+}
+
+#[test]
+fn a_trap_while_holding_leaves_the_lock_free() {
+    let d = dirs();
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock", "a.lock", "{pid}", "0", "lock", "b.lock", "-", "0", "trap",
+        ],
+    );
+    assert!(out.status.is_err(), "{out:?}");
+    assert_eq!(
+        out.lines(),
+        [format!("locked {}", pid()), "locked -".to_owned()]
+    );
+    LockFile::lock(d.locks.join("a.lock")).expect("free after the trap");
+    LockFile::lock(d.locks.join("b.lock")).expect("free after the trap");
+}
+
+#[test]
+fn a_dropped_store_releases_what_the_plugin_left() {
+    use wasmtime_wasi::p2::bindings::sync::Command;
+    let d = dirs();
+    let (mut store, _stdout) = lockfile_tests::store(
+        &d.locks,
+        None,
+        &["lock", "left.lock", "{pid}", "0", "exit"],
+        |b| b,
+    );
+    let command = Command::instantiate(
+        &mut store,
+        &lockfile_tests::component(LOCKCTL_COMPONENT),
+        lockfile_tests::sync_linker(),
+    )
+    .unwrap();
+    let exited = command.wasi_cli_run().call_run(&mut store).unwrap_err();
+    assert_eq!(
+        exited.downcast_ref::<wasmtime_wasi::I32Exit>().map(|e| e.0),
+        Some(0)
+    );
+    assert_eq!(
+        store.data_mut().locks_live(),
+        1,
+        "the plugin exited without dropping its handle"
+    );
+    assert!(
+        matches!(
+            LockFile::lock(d.locks.join("left.lock")),
+            Err(Error::Locked { .. })
+        ),
+        "held while the store lives"
+    );
+    drop(store);
+    LockFile::lock(d.locks.join("left.lock")).expect("free once the store is dropped");
+}
+
+#[test]
+fn hostile_paths_are_refused_and_change_nothing_outside() {
+    let d = dirs();
+    let secret = d.outside.join("secret");
+    fs::write(&secret, "untouched").unwrap();
+    fs::create_dir(d.locks.join("sub")).unwrap();
+    std::os::unix::fs::symlink(&secret, d.locks.join("to-file")).unwrap();
+    std::os::unix::fs::symlink(&d.outside, d.locks.join("to-dir")).unwrap();
+    std::os::unix::fs::symlink(d.outside.join("created"), d.locks.join("dangling")).unwrap();
+    std::os::unix::fs::symlink("../outside/secret", d.locks.join("relative")).unwrap();
+    let outside = d.outside.display().to_string();
+    let absolute_secret = secret.display().to_string();
+    let absolute_new = format!("{outside}/new");
+    let hostile = [
+        absolute_secret.as_str(),
+        absolute_new.as_str(),
+        "../outside/new",
+        "../outside/secret",
+        "sub/../../outside/new",
+        "to-file",
+        "to-dir/new",
+        "to-dir/secret",
+        "dangling",
+        "relative",
+    ];
+    for path in hostile {
+        let out = lockctl(&d.locks, &["lock", path, "{pid}", "0", "read", path]);
+        assert_eq!(
+            out.lines(),
+            [
+                format!("error not permitted: '{path}' leads outside the lock directory"),
+                format!("error not permitted: '{path}' leads outside the lock directory"),
+            ],
+            "{path}"
+        );
+    }
+    let out = lockctl(
+        &d.locks,
+        &["lock", "", "{pid}", "0", "lock", "a\\0b", "{pid}", "0"],
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            "error not permitted: empty path",
+            "error not permitted: path \"a\\0b\" contains NUL"
+        ]
+    );
+    assert_eq!(fs::read_to_string(&secret).unwrap(), "untouched");
+    let mut outside_entries: Vec<_> = fs::read_dir(&d.outside)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    outside_entries.sort();
+    assert_eq!(outside_entries, ["secret"]);
+}
+
+#[test]
+fn paths_inside_the_lock_directory_work_through_symlinks_too() {
+    let d = dirs();
+    fs::create_dir(d.locks.join("sub")).unwrap();
+    std::os::unix::fs::symlink("sub/real.lock", d.locks.join("alias.lock")).unwrap();
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock",
+            "sub/../sub/real.lock",
+            "{pid}",
+            "0",
+            "lock",
+            "alias.lock",
+            "{pid}",
+            "0",
+        ],
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            format!("locked {}", pid()),
+            format!("error Couldn't lock 'alias.lock': held by {}", pid())
+        ]
+    );
+}
+
+#[test]
+fn a_directory_is_not_lockable() {
+    let d = dirs();
+    fs::create_dir(d.locks.join("sub")).unwrap();
+    fs::write(d.locks.join("sub/keep"), "x").unwrap();
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock",
+            "sub",
+            "{pid}",
+            "0",
+            "lock",
+            ".",
+            "{pid}",
+            "0",
+            "lock",
+            "missing/x",
+            "{pid}",
+            "0",
+        ],
+    );
+    let lines = out.lines();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0].starts_with("error couldn't open 'sub': Is a directory"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].starts_with("error couldn't open '.': Is a directory"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("error couldn't open 'missing/x': No such file"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(fs::read_to_string(d.locks.join("sub/keep")).unwrap(), "x");
+    assert!(!d.locks.join("missing").exists());
+}
+
+#[test]
+fn too_many_locks_is_refused() {
+    let d = dirs();
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["hold-many", "5"],
+        |b| b.max_locks(3),
+    );
+    assert_eq!(
+        out.lines(),
+        ["held 3", "error too many locks: this plugin may hold 3"]
+    );
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["hold-many", "100"],
+        |b| b,
+    );
+    assert_eq!(
+        out.lines(),
+        ["held 64", "error too many locks: this plugin may hold 64"]
+    );
+    assert!(!d.locks.join("many-64").exists());
+}
+
+#[test]
+fn a_released_handle_still_counts_until_dropped() {
+    let d = dirs();
+    // lockctl keeps released handles only until `release` drops them, so a
+    // plugin that releases can lock again and again.
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["cycles", "200", "c.lock"],
+        |b| b.max_locks(1),
+    );
+    assert_eq!(out.status, Ok(0), "{out:?}");
+}
+
+#[test]
+fn a_wait_hands_over_and_times_out() {
+    let d = dirs();
+    let holder = spawn_lockctl(
+        &d.locks,
+        &d.data,
+        &[
+            "lock", "w.lock", "{plugin}", "0", "touch", "locked", "await", "go",
+        ],
+    );
+    wait_for(&d.data.join("locked"));
+    let timed_out = lockctl(&d.locks, &["lock", "w.lock", "{pid}", "50"]);
+    assert_eq!(
+        timed_out.lines(),
+        ["error Couldn't lock 'w.lock' within 50ms: held by holder"]
+    );
+
+    let waiter = spawn_lockctl(&d.locks, &d.data, &["lock", "w.lock", "waiter", "60000"]);
+    std::thread::sleep(Duration::from_millis(50));
+    fs::write(d.data.join("go"), "").unwrap();
+    holder.join().unwrap();
+    assert_eq!(waiter.join().unwrap().lines(), ["locked waiter"]);
+}
+
+#[test]
+fn the_host_caps_how_long_a_plugin_may_wait() {
+    let d = dirs();
+    let _held = LockFile::lock(d.locks.join("w.lock")).unwrap();
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["lock", "w.lock", "{pid}", "3600000"],
+        |b| b.max_wait(Duration::from_millis(20)),
+    );
+    assert_eq!(
+        out.lines(),
+        [format!(
+            "error Couldn't lock 'w.lock' within 3600s: held by {}",
+            pid()
+        )]
+    );
+}
+
+#[test]
+fn failures_name_the_template() {
+    let d = dirs();
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock", "t.lock", "{nope}", "0", "lock", "t.lock", "{pid", "0",
+        ],
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            "error unknown field {nope} in content template \"{nope}\" (known: {pid}, {hostname}, {plugin})",
+            "error single '{' at byte 0 of content template \"{pid\" (write '{{' for a literal brace)",
+        ]
+    );
+    assert!(!d.locks.join("t.lock").exists());
+}
+
+#[test]
+fn plugins_and_zc_lockfile_exclude_each_other_and_write_the_same_bytes() {
+    let d = dirs();
+    let path = d.locks.join("job.lock");
+    let zc = zc_python::ZcHolder::lock(&path, "{pid};{hostname}");
+    let hostname = hostname::get().unwrap().into_string().unwrap();
+    let out = lockctl(
+        &d.locks,
+        &["lock", "job.lock", "{pid}", "0", "read", "job.lock"],
+    );
+    assert_eq!(
+        out.lines(),
+        [
+            format!(
+                "error Couldn't lock 'job.lock': held by {};{hostname}",
+                zc.pid
+            ),
+            format!("content {};{hostname}", zc.pid),
+        ]
+    );
+    let theirs = fs::read(&path).unwrap();
+    let zc_pid = zc.pid;
+    zc.release();
+
+    let holder = spawn_lockctl(
+        &d.locks,
+        &d.data,
+        &[
+            "lock",
+            "job.lock",
+            "{pid};{hostname}",
+            "0",
+            "touch",
+            "locked",
+            "await",
+            "go",
+        ],
+    );
+    wait_for(&d.data.join("locked"));
+    let refused = zc_python::zc_try_lock(&path);
+    let ours = fs::read_to_string(&path).unwrap();
+    fs::write(d.data.join("go"), "").unwrap();
+    holder.join().unwrap();
+    assert_eq!(
+        refused.unwrap_err(),
+        format!("Couldn't lock '{}'", path.display())
+    );
+    assert_eq!(
+        ours.replace(&pid(), &zc_pid.to_string()).into_bytes(),
+        theirs
+    );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn an_async_wait_does_not_block_the_executor() {
+    let d = dirs();
+    let held = LockOptions::new()
+        .content_template("native")
+        .lock(d.locks.join("a.lock"))
+        .unwrap();
+    // On a single-threaded runtime, the release below can only run while the
+    // plugin's wait is sleeping asynchronously.
+    let release = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        held.release();
+    };
+    let waiter = lockfile_tests::run_async(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["lock", "a.lock", "async", "60000"],
+        |b| b,
+    );
+    let ((), out) = tokio::join!(release, waiter);
+    assert_eq!(out.lines(), ["locked async"]);
+
+    let timed_out = lockfile_tests::run_async(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["lock", "a.lock", "x", "0"],
+        |b| b,
+    )
+    .await;
+    assert_eq!(timed_out.lines(), ["locked x"]);
+}
