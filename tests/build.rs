@@ -24,6 +24,7 @@ fn main() {
             "--target",
             "wasm32-wasip2",
             "--workspace",
+            "--locked",
             "--manifest-path",
         ])
         .arg(root.join("guest/Cargo.toml"))
