@@ -41,7 +41,13 @@ fn main() {
 
     let release = target_dir.join("wasm32-wasip2/release");
     let mut constants = String::new();
-    for name in ["lockctl", "zc_behaviour", "singleton-job"] {
+    for name in [
+        "lockctl",
+        "zc_behaviour",
+        "needs_missing",
+        "singleton-job",
+        "wait-turn",
+    ] {
         let path = release.join(format!("{name}.wasm"));
         assert!(path.exists(), "{} was not built", path.display());
         let constant = name.replace('-', "_").to_uppercase();

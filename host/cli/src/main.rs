@@ -1,8 +1,11 @@
 //! The `lockfile` command.
 
+mod compile;
 mod exec;
 mod exit;
 mod inspect;
+mod plugin;
+mod run;
 
 use std::process::ExitCode;
 
@@ -23,6 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    Run(run::RunArgs),
+    Compile(compile::CompileArgs),
     Exec(exec::ExecArgs),
     Inspect(inspect::InspectArgs),
 }
@@ -46,6 +51,8 @@ fn main() -> ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
     match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Compile(args) => compile::run(args),
         Command::Exec(args) => exec::run(args),
         Command::Inspect(args) => inspect::run(args),
     }

@@ -1,6 +1,7 @@
 //! A job that must never run twice at once: it works only while it holds
-//! `job.lock`, and otherwise reports who holds it and exits 75 (EX_TEMPFAIL),
-//! the status `lockfile exec` uses too.
+//! `job.lock`, and otherwise reports who holds it and fails. (It asks for exit
+//! status 75, EX_TEMPFAIL, but wasi:cli 0.2 only carries success or failure,
+//! so the host sees 1. `lockfile run --singleton` exits 75 itself.)
 //!
 //! Usage: `singleton-job [STEPS]` (default 5 steps of 200 ms).
 

@@ -9,6 +9,9 @@
 //! - `hold-many N` locks `many-0` .. `many-N-1` and keeps them -> `held K` then `error ...` if any failed
 //! - `cycles N PATH` N acquire+release cycles -> `cycle-ns NANOS` per cycle
 //! - `tries N PATH` N failed tries on a held PATH -> `try-ns NANOS` per try
+//! - `cat FILE` -> `file CONTENT` or `error ...`; `write FILE TEXT` -> `wrote` or `error ...`
+//! - `sleep MS`; `spin` loops forever without calling the host; `alloc MIB`
+//!   allocates and touches that much memory -> `allocated`
 //! - `trap` aborts the plugin while it holds its locks; `exit` exits without
 //!   running destructors, leaving its handles to the host
 //!
@@ -120,6 +123,30 @@ fn main() {
                     assert!(matches!(LockFile::lock(path), Err(Error::Locked { .. })));
                 }
                 println!("try-ns {}", start.elapsed().as_nanos() / u128::from(n));
+            }
+            "cat" => match std::fs::read_to_string(arg()) {
+                Ok(content) => println!("file {}", content.trim_end()),
+                Err(error) => println!("error {error}"),
+            },
+            "write" => {
+                let (file, text) = (arg(), arg());
+                match std::fs::write(file, text) {
+                    Ok(()) => println!("wrote"),
+                    Err(error) => println!("error {error}"),
+                }
+            }
+            "sleep" => std::thread::sleep(Duration::from_millis(arg().parse().unwrap())),
+            "spin" => {
+                let mut n = 0u64;
+                loop {
+                    n = std::hint::black_box(n.wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mib: usize = arg().parse().unwrap();
+                let memory = vec![1u8; mib << 20];
+                std::hint::black_box(&memory);
+                println!("allocated");
             }
             "trap" => std::process::abort(),
             "exit" => std::process::exit(0),

@@ -1,0 +1,139 @@
+//! Loading plugin components: one engine configuration, a compile cache on
+//! disk, and clear errors for files that are not runnable command components.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+/// The engine every plugin runs on. `lockfile compile` and `lockfile run` must
+/// agree on it, or cached code would not load.
+pub fn engine() -> Result<Engine> {
+    let mut config = Config::new();
+    // Lets `--timeout` interrupt plugins that compute without calling the host.
+    config.epoch_interruption(true);
+    Ok(Engine::new(&config)?)
+}
+
+/// Compiled plugins on disk, keyed by the component's bytes and the engine's
+/// compatibility hash (wasmtime version, target, settings).
+pub struct CompileCache {
+    dir: PathBuf,
+}
+
+impl CompileCache {
+    /// The default directory: `$XDG_CACHE_HOME/lockfile`, else `~/.cache/lockfile`.
+    pub fn default_dir() -> Option<PathBuf> {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+        Some(base.join("lockfile"))
+    }
+
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    fn entry(&self, engine: &Engine, component: &[u8]) -> PathBuf {
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        hasher.0.update(component);
+        let key: String = hasher
+            .0
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir.join(format!("{key}.cwasm"))
+    }
+
+    /// Compiles `bytes` and stores the result, returning the entry's path.
+    fn store(&self, engine: &Engine, plugin: &Path, bytes: &[u8], entry: &Path) -> Result<()> {
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("cannot compile '{}'", plugin.display()))?;
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("cache directory '{}'", self.dir.display()))?;
+        // Write then rename, so a concurrent run never loads half a file.
+        let partial = entry.with_extension(format!("partial-{}", std::process::id()));
+        std::fs::write(&partial, compiled)
+            .with_context(|| format!("writing '{}'", partial.display()))?;
+        std::fs::rename(&partial, entry)
+            .with_context(|| format!("writing '{}'", entry.display()))?;
+        Ok(())
+    }
+}
+
+/// Feeds `Hash` output into SHA-256, for the engine's compatibility hash.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+    fn finish(&self) -> u64 {
+        unreachable!("only the digest is used")
+    }
+}
+
+/// Reads `path` and checks that it is a component, before anything compiles.
+fn read_component(path: &Path) -> Result<Vec<u8>> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read plugin '{}'", path.display()))?;
+    if wasmparser::Parser::is_core_wasm(&bytes) {
+        bail!(
+            "'{}' is a core WebAssembly module, not a component: build plugins with `--target wasm32-wasip2`",
+            path.display()
+        );
+    }
+    if !wasmparser::Parser::is_component(&bytes) {
+        bail!("'{}' is not a WebAssembly component", path.display());
+    }
+    Ok(bytes)
+}
+
+/// Loads the plugin at `path`, from the cache when it has it.
+pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Result<Component> {
+    let bytes = read_component(path)?;
+    let Some(cache) = cache else {
+        return compile(engine, path, &bytes);
+    };
+    let entry = cache.entry(engine, &bytes);
+    if entry.exists() {
+        // SAFETY: entries are only written by `CompileCache::store`, from
+        // wasmtime's own output for an engine with this compatibility hash.
+        match unsafe { Component::deserialize_file(engine, &entry) } {
+            Ok(component) => {
+                log::info!("compile cache hit: {}", entry.display());
+                return Ok(component);
+            }
+            Err(error) => log::warn!(
+                "ignoring unusable cache entry {}: {error:#}",
+                entry.display()
+            ),
+        }
+    }
+    log::info!("compile cache miss: compiling {}", path.display());
+    cache.store(engine, path, &bytes, &entry)?;
+    log::info!("stored {}", entry.display());
+    // SAFETY: as above, the entry was just written by `store`.
+    Ok(unsafe { Component::deserialize_file(engine, &entry) }?)
+}
+
+/// Compiles the plugin into the cache, returning the entry's path.
+pub fn precompile(engine: &Engine, path: &Path, cache: &CompileCache) -> Result<PathBuf> {
+    let bytes = read_component(path)?;
+    let entry = cache.entry(engine, &bytes);
+    cache.store(engine, path, &bytes, &entry)?;
+    Ok(entry)
+}
+
+fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component> {
+    Component::new(engine, bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot compile '{}'", path.display()))
+}

@@ -1,0 +1,401 @@
+//! `lockfile run`: a plugin component, sandboxed, with the lockfile interface.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use bytesize::ByteSize;
+use lockfile_core::{LockFile, LockOptions};
+use lockfile_host::{LockfileCtx, LockfileCtxView, LockfileView};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::{Command, CommandPre};
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
+
+use crate::exec::parse_duration;
+use crate::exit;
+use crate::plugin::{self, CompileCache};
+
+/// How often the engine's epoch ticks while `--timeout` runs; plugins that
+/// compute without calling the host yield to the timer this often.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Run a plugin (a wasi:cli command component) with the lockfile interface.
+///
+/// The plugin sees its arguments, stdin/stdout/stderr, and its lock directory
+/// read-only at /locks; no environment variables, no network, no other files
+/// unless given with --dir. It changes lock files only through the lockfile
+/// interface. Exits with the plugin's status; 75 if --singleton is held, 124
+/// if --timeout ran out, 134 if the plugin trapped (a limit included).
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The directory the plugin's lock paths are relative to (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "locks")]
+    lock_dir: PathBuf,
+
+    /// The plugin's name, written for {plugin} [default: the file's stem].
+    #[arg(long)]
+    name: Option<String>,
+
+    /// Hold this lock (a file name in the lock directory) for the whole run;
+    /// if it stays held, exit 75 without starting the plugin.
+    #[arg(long, value_name = "LOCKNAME")]
+    singleton: Option<String>,
+
+    /// With --singleton: keep trying for this long (500ms, 3s, 1m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "singleton")]
+    wait: Option<Duration>,
+
+    /// With --singleton: what to write into the lock file; fields {pid},
+    /// {hostname}, {plugin}.
+    #[arg(
+        long,
+        value_name = "TEMPLATE",
+        default_value = "{pid}",
+        requires = "singleton"
+    )]
+    content_template: String,
+
+    /// How many lock handles the plugin may hold at once.
+    #[arg(long, value_name = "N", default_value_t = LockfileCtx::DEFAULT_MAX_LOCKS)]
+    max_locks: u32,
+
+    /// The most linear memory the plugin may use, e.g. 64MiB.
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<ByteSize>,
+
+    /// Stop the plugin after this long (wall clock), even inside a host call.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+
+    /// Preopen a host directory for the plugin, read-write: HOST::GUEST.
+    #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = parse_dir)]
+    dirs: Vec<(PathBuf, String)>,
+
+    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/lockfile].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile the plugin afresh and cache nothing.
+    #[arg(long, conflicts_with = "cache_dir")]
+    no_cache: bool,
+
+    /// The plugin component, built for wasm32-wasip2.
+    plugin: PathBuf,
+
+    /// Arguments for the plugin.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+fn parse_dir(text: &str) -> Result<(PathBuf, String), String> {
+    match text.split_once("::") {
+        Some((host, guest)) if !host.is_empty() && !guest.is_empty() => {
+            Ok((host.into(), guest.into()))
+        }
+        _ => Err("expected HOST::GUEST, e.g. ./data::/data".into()),
+    }
+}
+
+/// The plugin's store data.
+struct PluginState {
+    wasi: WasiCtx,
+    locks: LockfileCtx,
+    table: ResourceTable,
+    limits: MemoryLimit,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl LockfileView for PluginState {
+    fn lockfile(&mut self) -> LockfileCtxView<'_> {
+        LockfileCtxView {
+            ctx: &mut self.locks,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// wasmtime's store limits, with a trap message that names `--max-memory`.
+struct MemoryLimit {
+    limits: StoreLimits,
+    max: Option<ByteSize>,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        match self.limits.memory_growing(current, desired, maximum) {
+            Err(_) if self.max.is_some() => Err(wasmtime::format_err!(
+                "--max-memory {} exceeded: the plugin asked for {}",
+                self.max.unwrap_or_default().display().iec(),
+                ByteSize(desired as u64).display().iec()
+            )),
+            other => other,
+        }
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    match run_plugin(args) {
+        Ok(code) => code,
+        // Contention reads exactly like zc.lockfile's LockError, as in `exec`.
+        Err(failure) if failure.status == exit::TEMPFAIL => {
+            eprintln!("{:#}", failure.error);
+            ExitCode::from(failure.status)
+        }
+        Err(failure) => {
+            eprintln!("lockfile: {:#}", failure.error);
+            ExitCode::from(failure.status)
+        }
+    }
+}
+
+struct Failure {
+    error: anyhow::Error,
+    status: u8,
+}
+
+trait Status<T> {
+    fn status(self, status: u8) -> Result<T, Failure>;
+}
+
+impl<T> Status<T> for Result<T> {
+    fn status(self, status: u8) -> Result<T, Failure> {
+        self.map_err(|error| Failure { error, status })
+    }
+}
+
+/// EX_DATAERR: the plugin file is not something this host can run.
+const BAD_PLUGIN: u8 = 65;
+/// What wasmtime exits with when a plugin traps (128 + SIGABRT).
+const TRAPPED: u8 = 134;
+/// What timeout(1) exits with.
+const TIMED_OUT: u8 = 124;
+
+fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
+    let name = args.name.clone().unwrap_or_else(|| {
+        args.plugin
+            .file_stem()
+            .map(OsStr::to_string_lossy)
+            .unwrap_or_default()
+            .into_owned()
+    });
+    if let Some(lock) = &args.singleton {
+        check_lock_name(lock).status(exit::USAGE)?;
+    }
+    std::fs::create_dir_all(&args.lock_dir)
+        .with_context(|| format!("cannot create lock directory '{}'", args.lock_dir.display()))
+        .status(exit::IOERR)?;
+
+    let engine = plugin::engine().status(exit::SOFTWARE)?;
+    let cache = match (&args.no_cache, &args.cache_dir) {
+        (true, _) => None,
+        (false, Some(dir)) => Some(CompileCache::new(dir.clone())),
+        (false, None) => CompileCache::default_dir().map(CompileCache::new),
+    };
+    let component = plugin::load(&engine, &args.plugin, cache.as_ref()).status(BAD_PLUGIN)?;
+    let pre = instantiate_pre(&engine, &component, &args.plugin).status(BAD_PLUGIN)?;
+    let mut store = new_store(&engine, &args, &name).status(exit::USAGE)?;
+
+    // Taken after every check above, so a bad plugin never holds it.
+    let _singleton = match &args.singleton {
+        Some(lock) => Some(take_singleton(&args, lock, &name)?),
+        None => None,
+    };
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting the async runtime")
+        .status(exit::SOFTWARE)?;
+    let _ticker = args.timeout.map(|_| EpochTicker::start(&engine));
+    let outcome = runtime.block_on(async {
+        let call = async {
+            let command: Command = pre.instantiate_async(&mut store).await?;
+            command.wasi_cli_run().call_run(&mut store).await
+        };
+        match args.timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.ok(),
+            None => Some(call.await),
+        }
+    });
+    // Dropping the store releases every lock the plugin still holds.
+    drop(store);
+    match outcome {
+        None => Err(Failure {
+            error: anyhow::anyhow!(
+                "plugin stopped: --timeout {} exceeded",
+                humantime::format_duration(args.timeout.unwrap_or_default())
+            ),
+            status: TIMED_OUT,
+        }),
+        Some(Ok(Ok(()))) => Ok(ExitCode::SUCCESS),
+        Some(Ok(Err(()))) => Ok(ExitCode::FAILURE),
+        Some(Err(error)) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(code)) => Ok(ExitCode::from(*code as u8)),
+            None => Err(Failure {
+                error: anyhow::Error::from(error).context("plugin trapped"),
+                status: TRAPPED,
+            }),
+        },
+    }
+}
+
+fn check_lock_name(lock: &str) -> Result<()> {
+    if lock.is_empty() || lock.contains('/') || lock == "." || lock == ".." || lock.contains('\0') {
+        bail!("--singleton {lock:?}: expected a file name in the lock directory");
+    }
+    Ok(())
+}
+
+fn take_singleton(args: &RunArgs, lock: &str, name: &str) -> Result<LockFile, Failure> {
+    let path = args.lock_dir.join(lock);
+    LockOptions::new()
+        .content_template(&args.content_template)
+        .field("plugin", name)
+        .wait(args.wait.unwrap_or_default())
+        .lock_with(lock, || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+        })
+        .map_err(|error| {
+            let status = exit::lock_error_status(&error);
+            let error = match error {
+                lockfile_core::Error::Locked { .. } | lockfile_core::Error::TimedOut { .. } => {
+                    anyhow::Error::from(error)
+                }
+                other => anyhow::Error::from(other).context("--singleton"),
+            };
+            Failure { error, status }
+        })
+}
+
+fn instantiate_pre(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    path: &Path,
+) -> Result<CommandPre<PluginState>> {
+    let exports_run = component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:cli/run@"));
+    if !exports_run {
+        bail!(
+            "'{}' is not a command: it does not export wasi:cli/run (build a crate with `fn main` for wasm32-wasip2)",
+            path.display()
+        );
+    }
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    lockfile_host::add_to_linker_async(&mut linker)?;
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| anyhow::anyhow!("'{}' cannot run here: {:#}", path.display(), e))?;
+    CommandPre::new(pre)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("'{}' cannot run as a command", path.display()))
+}
+
+fn new_store(engine: &Engine, args: &RunArgs, name: &str) -> Result<Store<PluginState>> {
+    let mut wasi = WasiCtx::builder();
+    wasi.inherit_stdio().arg(name).args(&args.args);
+    wasi.preopened_dir(&args.lock_dir, "/locks", FsPerms::ReadOnly)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("--lock-dir '{}'", args.lock_dir.display()))?;
+    for (host, guest) in &args.dirs {
+        wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("--dir {}::{guest}", host.display()))?;
+    }
+    let mut locks = LockfileCtx::builder(&args.lock_dir)
+        .plugin_name(name)
+        .max_locks(args.max_locks);
+    if let Some(timeout) = args.timeout {
+        locks = locks.max_wait(timeout);
+    }
+    let mut limits = StoreLimitsBuilder::new();
+    if let Some(max) = args.max_memory {
+        limits = limits
+            .memory_size(usize::try_from(max.as_u64()).unwrap_or(usize::MAX))
+            .trap_on_grow_failure(true);
+    }
+    let state = PluginState {
+        wasi: wasi.build(),
+        locks: locks.build()?,
+        table: ResourceTable::new(),
+        limits: MemoryLimit {
+            limits: limits.build(),
+            max: args.max_memory,
+        },
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|state| &mut state.limits);
+    if args.timeout.is_some() {
+        // Yield to the runtime at every tick so the timeout can fire.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
+    } else {
+        store.set_epoch_deadline(u64::MAX);
+    }
+    Ok(store)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: &Engine) -> Self {
+        let engine = engine.clone();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(EPOCH_TICK)
+            {
+                engine.increment_epoch();
+            }
+        });
+        Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! `lockfile run` and `lockfile compile`, end to end, by spawning the binary on
+//! guest components built from source.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lockfile_core::LockFile;
+use lockfile_tests::{LOCKCTL_COMPONENT, NEEDS_MISSING_COMPONENT, SINGLETON_JOB_COMPONENT};
+
+struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `lockfile run` with this sandbox's lock directory and cache.
+    fn run(&self, options: &[&str], plugin: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_lockfile"))
+            .arg("run")
+            .arg("--lock-dir")
+            .arg(self.path("locks"))
+            .arg("--cache-dir")
+            .arg(self.path("cache"))
+            .args(options)
+            .arg(plugin)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn runs_a_plugin_that_takes_locks() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--name", "tester"],
+        LOCKCTL_COMPONENT,
+        &["lock", "a.lock", "{plugin} {pid}", "0", "read", "a.lock"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(lines[0].starts_with("locked tester "), "{lines:?}");
+    assert_eq!(
+        lines[1],
+        format!("content {}", &lines[0]["locked ".len()..])
+    );
+    LockFile::lock(s.path("locks/a.lock")).expect("released when the plugin ended");
+}
+
+#[test]
+fn the_plugin_name_defaults_to_the_file_stem() {
+    let s = Sandbox::new();
+    let out = s.run(&[], LOCKCTL_COMPONENT, &["lock", "a.lock", "{plugin}", "0"]);
+    assert_eq!(stdout(&out), "locked lockctl\n");
+}
+
+#[test]
+fn a_held_singleton_exits_75_and_the_plugin_never_starts() {
+    let s = Sandbox::new();
+    fs::create_dir(s.path("locks")).unwrap();
+    let _held = lockfile_core::LockOptions::new()
+        .content_template("other {pid}")
+        .lock(s.path("locks/job.lock"))
+        .unwrap();
+    let out = s.run(
+        &["--singleton", "job.lock"],
+        LOCKCTL_COMPONENT,
+        &["write", "/locks/../ran", "x"],
+    );
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "Couldn't lock 'job.lock': held by other {}\n",
+            std::process::id()
+        )
+    );
+    assert_eq!(stdout(&out), "", "the plugin ran");
+}
+
+#[test]
+fn the_singleton_is_held_for_the_whole_run() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &[
+            "--singleton",
+            "job.lock",
+            "--content-template",
+            "{plugin}",
+            "--name",
+            "single",
+        ],
+        LOCKCTL_COMPONENT,
+        &["lock", "job.lock", "{pid}", "0", "cat", "/locks/job.lock"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "error Couldn't lock 'job.lock': held by single\nfile  single\n"
+    );
+    LockFile::lock(s.path("locks/job.lock")).expect("released after the run");
+}
+
+#[test]
+fn singleton_usage_errors_exit_64() {
+    let s = Sandbox::new();
+    for name in ["../escape", "a/b", "", "."] {
+        let out = s.run(&["--singleton", name], LOCKCTL_COMPONENT, &[]);
+        assert_eq!(out.status.code(), Some(64), "{name:?}: {}", stderr(&out));
+    }
+    let out = s.run(
+        &["--singleton", "x.lock", "--content-template", "{oops}"],
+        LOCKCTL_COMPONENT,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown field {oops}"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.path("locks/x.lock").exists());
+    let out = s.run(&["--wait", "1s"], LOCKCTL_COMPONENT, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "--wait needs --singleton: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_trap_exits_134_with_its_message_and_frees_the_locks() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--singleton", "s.lock"],
+        LOCKCTL_COMPONENT,
+        &["lock", "held.lock", "{pid}", "0", "trap"],
+    );
+    assert_eq!(out.status.code(), Some(134));
+    assert!(
+        stderr(&out).starts_with("lockfile: plugin trapped: "),
+        "{}",
+        stderr(&out)
+    );
+    LockFile::lock(s.path("locks/held.lock")).unwrap();
+    LockFile::lock(s.path("locks/s.lock")).unwrap();
+}
+
+#[test]
+fn the_timeout_stops_a_spinning_plugin_and_a_sleeping_one() {
+    let s = Sandbox::new();
+    for args in [
+        &["lock", "t.lock", "{pid}", "0", "spin"][..],
+        &["lock", "t.lock", "{pid}", "0", "sleep", "600000"],
+    ] {
+        let out = s.run(&["--timeout", "300ms"], LOCKCTL_COMPONENT, args);
+        assert_eq!(out.status.code(), Some(124), "{args:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            "lockfile: plugin stopped: --timeout 300ms exceeded\n"
+        );
+        LockFile::lock(s.path("locks/t.lock")).unwrap();
+    }
+}
+
+#[test]
+fn the_timeout_caps_a_lock_wait() {
+    let s = Sandbox::new();
+    fs::create_dir(s.path("locks")).unwrap();
+    let _held = LockFile::lock(s.path("locks/w.lock")).unwrap();
+    let out = s.run(
+        &["--timeout", "300ms"],
+        LOCKCTL_COMPONENT,
+        &["lock", "w.lock", "{pid}", "600000"],
+    );
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(124)),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn the_memory_limit_traps_with_its_name() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--max-memory", "4MiB"],
+        LOCKCTL_COMPONENT,
+        &["lock", "m.lock", "{pid}", "0", "alloc", "16"],
+    );
+    assert_eq!(out.status.code(), Some(134), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--max-memory 4.0 MiB exceeded"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "locked {}\n",
+            stdout(&out).trim_start_matches("locked ").trim_end()
+        )
+    );
+    LockFile::lock(s.path("locks/m.lock")).unwrap();
+    let out = s.run(
+        &["--max-memory", "64MiB"],
+        LOCKCTL_COMPONENT,
+        &["alloc", "16"],
+    );
+    assert_eq!(stdout(&out), "allocated\n", "{}", stderr(&out));
+}
+
+#[test]
+fn max_locks_is_passed_to_the_plugin() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--max-locks", "2"],
+        LOCKCTL_COMPONENT,
+        &["hold-many", "3"],
+    );
+    assert_eq!(
+        stdout(&out),
+        "held 2\nerror too many locks: this plugin may hold 2\n"
+    );
+}
+
+#[test]
+fn the_second_run_loads_from_the_compile_cache() {
+    let s = Sandbox::new();
+    let first = s.run(&["-v"], LOCKCTL_COMPONENT, &[]);
+    assert!(
+        stderr(&first).contains("compile cache miss"),
+        "{}",
+        stderr(&first)
+    );
+    let second = s.run(&["-v"], LOCKCTL_COMPONENT, &[]);
+    assert!(
+        stderr(&second).contains("compile cache hit"),
+        "{}",
+        stderr(&second)
+    );
+    assert!(!stderr(&second).contains("compile cache miss"));
+    assert_eq!(fs::read_dir(s.path("cache")).unwrap().count(), 1);
+}
+
+#[test]
+fn compile_fills_the_cache_ahead_of_the_run() {
+    let s = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .args(["compile", "--cache-dir"])
+        .arg(s.path("cache"))
+        .arg(SINGLETON_JOB_COMPONENT)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let entry = stdout(&out);
+    assert!(Path::new(entry.trim()).exists(), "{entry}");
+    let run = s.run(&["-v"], SINGLETON_JOB_COMPONENT, &["0"]);
+    assert!(
+        stderr(&run).contains(&format!("compile cache hit: {}", entry.trim())),
+        "{}",
+        stderr(&run)
+    );
+    assert!(stdout(&run).contains("done, lock released"));
+}
+
+#[test]
+fn hostile_lock_paths_are_refused() {
+    let s = Sandbox::new();
+    fs::create_dir_all(s.path("locks")).unwrap();
+    std::os::unix::fs::symlink(s.dir.path(), s.path("locks/up")).unwrap();
+    let out = s.run(
+        &[],
+        LOCKCTL_COMPONENT,
+        &[
+            "lock",
+            "../x",
+            "{pid}",
+            "0",
+            "lock",
+            "up/x",
+            "{pid}",
+            "0",
+            "lock",
+            "/etc/passwd",
+            "{pid}",
+            "0",
+        ],
+    );
+    assert_eq!(
+        stdout(&out),
+        "error not permitted: '../x' leads outside the lock directory\n\
+         error not permitted: 'up/x' leads outside the lock directory\n\
+         error not permitted: '/etc/passwd' leads outside the lock directory\n"
+    );
+    assert!(!s.path("x").exists());
+}
+
+#[test]
+fn the_lock_directory_is_visible_read_only_at_slash_locks() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &[],
+        LOCKCTL_COMPONENT,
+        &[
+            "lock",
+            "a.lock",
+            "visible",
+            "0",
+            "cat",
+            "/locks/a.lock",
+            "write",
+            "/locks/a.lock",
+            "overwritten",
+            "write",
+            "/locks/new",
+            "x",
+        ],
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert_eq!(lines[..2], ["locked visible", "file  visible"]);
+    assert!(lines[2].starts_with("error "), "{lines:?}");
+    assert!(lines[3].starts_with("error "), "{lines:?}");
+    assert_eq!(
+        fs::read_to_string(s.path("locks/a.lock")).unwrap(),
+        " visible\n"
+    );
+    assert!(!s.path("locks/new").exists());
+}
+
+#[test]
+fn the_plugin_sees_no_environment_and_no_other_files() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &[],
+        LOCKCTL_COMPONENT,
+        &["cat", "/etc/hostname", "write", "/tmp/x", "y"],
+    );
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    assert!(lines.iter().all(|l| l.starts_with("error ")), "{lines:?}");
+}
+
+#[test]
+fn extra_directories_are_preopened() {
+    let s = Sandbox::new();
+    fs::create_dir(s.path("data")).unwrap();
+    let dir = format!("{}::/data", s.path("data").display());
+    let out = s.run(
+        &["--dir", &dir],
+        LOCKCTL_COMPONENT,
+        &["write", "/data/out", "hello", "cat", "/data/out"],
+    );
+    assert_eq!(stdout(&out), "wrote\nfile hello\n", "{}", stderr(&out));
+    assert_eq!(fs::read_to_string(s.path("data/out")).unwrap(), "hello");
+    let out = s.run(&["--dir", "nonsense"], LOCKCTL_COMPONENT, &[]);
+    assert_eq!(out.status.code(), Some(64));
+}
+
+#[test]
+fn bad_plugin_files_get_one_clear_line() {
+    let s = Sandbox::new();
+    fs::write(s.path("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    fs::write(s.path("text.wasm"), "not wasm").unwrap();
+    fs::write(s.path("library.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    let cases = [
+        (s.path("missing.wasm"), "cannot read plugin"),
+        (
+            s.path("core.wasm"),
+            "is a core WebAssembly module, not a component",
+        ),
+        (s.path("text.wasm"), "is not a WebAssembly component"),
+        (
+            s.path("library.wasm"),
+            "is not a command: it does not export wasi:cli/run",
+        ),
+        (
+            NEEDS_MISSING_COMPONENT.into(),
+            "imports instance `test:missing/gadget`",
+        ),
+    ];
+    for (plugin, expected) in cases {
+        let out = s.run(&[], plugin.to_str().unwrap(), &[]);
+        assert_eq!(out.status.code(), Some(65), "{plugin:?}");
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("lockfile: ") && err.contains(expected),
+            "{plugin:?}: {err}"
+        );
+        assert!(
+            !err.contains("backtrace") && !err.contains("panicked"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn two_singleton_jobs_race_and_one_reports_the_other() {
+    let s = Sandbox::new();
+    let first = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .arg("run")
+        .arg("--lock-dir")
+        .arg(s.path("locks"))
+        .arg("--cache-dir")
+        .arg(s.path("cache"))
+        .args([SINGLETON_JOB_COMPONENT, "50"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while lockfile_core::read_content(s.path("locks/job.lock"))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second = s.run(&[], SINGLETON_JOB_COMPONENT, &["1"]);
+    let mut first = first;
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        stderr(&second),
+        format!(
+            "Couldn't lock 'job.lock': held by singleton-job on {}, pid {}\n",
+            hostname(),
+            first.id()
+        )
+    );
+    assert_eq!(stdout(&second), "");
+}
+
+fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
