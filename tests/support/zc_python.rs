@@ -47,10 +47,16 @@ pub fn python() -> &'static Path {
     })
 }
 
-/// The cargo target directory these tests run from: `<target>/<profile>/deps/<test>`.
+/// The cargo target directory this executable was built in: the nearest
+/// ancestor that cargo marked with CACHEDIR.TAG.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    exe.ancestors().nth(3).unwrap().to_owned()
+    let target = exe
+        .ancestors()
+        .find(|dir| dir.join("CACHEDIR.TAG").exists());
+    target
+        .unwrap_or_else(|| panic!("{} is not inside a cargo target directory", exe.display()))
+        .to_owned()
 }
 
 fn run(command: &mut Command) {

@@ -1,0 +1,459 @@
+//! Every benchmark figure from one run, side by side, with the targets'
+//! ratios: `cargo run --release -p lockfile-bench --bin compare`.
+//! `--quick` uses tiny counts, to check that it still runs.
+
+#[path = "../../../tests/support/zc_python.rs"]
+mod zc_python;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::Result;
+use lockfile_bench::*;
+use lockfile_core::LockFile;
+use lockfile_tests::{LOCKCTL_COMPONENT, engine, store, sync_linker};
+use wasmtime::component::Component;
+use wasmtime_wasi::p2::bindings::sync::{Command as WasiCommand, CommandPre};
+
+struct Counts {
+    samples: usize,
+    batch: u32,
+    plugin_ops: u32,
+    starts: usize,
+    handovers: usize,
+    instances: usize,
+}
+
+const FULL: Counts = Counts {
+    samples: 31,
+    batch: 300,
+    plugin_ops: 5000,
+    starts: 21,
+    handovers: 300,
+    instances: 1000,
+};
+const QUICK: Counts = Counts {
+    samples: 3,
+    batch: 10,
+    plugin_ops: 10,
+    starts: 2,
+    handovers: 5,
+    instances: 10,
+};
+
+struct Row {
+    what: String,
+    value: String,
+    target: String,
+}
+
+fn row(rows: &mut Vec<Row>, what: &str, value: String, target: impl Into<String>) {
+    println!("  {what}: {value}");
+    rows.push(Row {
+        what: what.into(),
+        value,
+        target: target.into(),
+    });
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { QUICK } else { FULL };
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("bench.lock");
+    let held_path = dir.path().join("held.lock");
+    let record = pid_record();
+    let mut rows = Vec::new();
+    println!("measuring ({})", if quick { "quick" } else { "full" });
+
+    // 1-2: the floor and the native lock, interleaved so both see the same machine.
+    let mut floor = Vec::new();
+    let mut native = Vec::new();
+    for _ in 0..n.samples {
+        floor.push(median_ns(1, n.batch, || {
+            floor_cycle(&path, &record).unwrap()
+        }));
+        native.push(median_ns(1, n.batch, || native_cycle(&path)));
+    }
+    let (floor, native) = (percentile(&mut floor, 0.5), percentile(&mut native, 0.5));
+    let held = LockFile::lock(&held_path)?;
+    let mut floor_try = Vec::new();
+    let mut native_try = Vec::new();
+    for _ in 0..n.samples {
+        floor_try.push(median_ns(1, n.batch, || {
+            floor_contended(&held_path).unwrap()
+        }));
+        native_try.push(median_ns(1, n.batch, || native_contended(&held_path)));
+    }
+    let (floor_try, native_try) = (
+        percentile(&mut floor_try, 0.5),
+        percentile(&mut native_try, 0.5),
+    );
+
+    // 3: the same from inside a plugin, looping in the guest.
+    let plugin = |step: &str, lock: &str, label: &str| -> f64 {
+        let mut per_op: Vec<f64> = (0..3)
+            .map(|_| {
+                let out = lockfile_tests::run(
+                    LOCKCTL_COMPONENT,
+                    dir.path(),
+                    None,
+                    &[step, &n.plugin_ops.to_string(), lock],
+                    |b| b,
+                );
+                out.stdout
+                    .trim()
+                    .strip_prefix(label)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        percentile(&mut per_op, 0.5)
+    };
+    let plugin_cycle = plugin("cycles", "bench.lock", "cycle-ns");
+    let plugin_try = plugin("tries", "held.lock", "try-ns");
+
+    // 4: the real zc.lockfile.
+    let zc = zc_python::python_output(
+        ZC_TIMING,
+        &[
+            path.to_str().unwrap(),
+            held_path.to_str().unwrap(),
+            &n.batch.to_string(),
+        ],
+    );
+    let mut zc_numbers = zc.split_whitespace().map(|x| x.parse::<f64>().unwrap());
+    let (zc_cycle, zc_try) = (zc_numbers.next().unwrap(), zc_numbers.next().unwrap());
+    drop(held);
+
+    row(
+        &mut rows,
+        "floor cycle (std syscalls)",
+        format!("{:.2} µs", floor / 1e3),
+        "",
+    );
+    row(
+        &mut rows,
+        "native cycle",
+        format!("{:.2} µs = {:.2} × floor", native / 1e3, native / floor),
+        format!("≤ 1.10 × floor: {}", verdict(native <= 1.10 * floor)),
+    );
+    row(
+        &mut rows,
+        "floor failed try",
+        format!("{:.2} µs", floor_try / 1e3),
+        "",
+    );
+    row(
+        &mut rows,
+        "native failed try",
+        format!(
+            "{:.2} µs = {:.2} × floor",
+            native_try / 1e3,
+            native_try / floor_try
+        ),
+        format!(
+            "≤ 1.15 × floor: {}",
+            verdict(native_try <= 1.15 * floor_try)
+        ),
+    );
+    row(
+        &mut rows,
+        "plugin cycle",
+        format!(
+            "{:.2} µs = {:.2} × floor",
+            plugin_cycle / 1e3,
+            plugin_cycle / floor
+        ),
+        format!("≤ 1.35 × floor: {}", verdict(plugin_cycle <= 1.35 * floor)),
+    );
+    row(
+        &mut rows,
+        "plugin failed try",
+        format!(
+            "{:.2} µs = {:.2} × floor",
+            plugin_try / 1e3,
+            plugin_try / floor_try
+        ),
+        "",
+    );
+    row(
+        &mut rows,
+        "zc.lockfile cycle",
+        format!(
+            "{:.2} µs = {:.1} × native",
+            zc_cycle / 1e3,
+            zc_cycle / native
+        ),
+        format!("native ≥ 6 × faster: {}", verdict(zc_cycle >= 6.0 * native)),
+    );
+    row(
+        &mut rows,
+        "zc.lockfile failed try",
+        format!(
+            "{:.2} µs = {:.1} × native",
+            zc_try / 1e3,
+            zc_try / native_try
+        ),
+        "",
+    );
+
+    // 5: plugin start.
+    let bytes = std::fs::read(LOCKCTL_COMPONENT)?;
+    let cwasm = dir.path().join("lockctl.cwasm");
+    std::fs::write(&cwasm, engine().precompile_component(&bytes)?)?;
+    let start_with = |component: &Component| {
+        let (mut s, _out) = store(dir.path(), None, &[], |b| b);
+        let command = WasiCommand::instantiate(&mut s, component, sync_linker()).unwrap();
+        command.wasi_cli_run().call_run(&mut s).unwrap().unwrap();
+    };
+    let median_start = |count: usize, mut one: Box<dyn FnMut() + '_>| -> f64 {
+        let mut times: Vec<f64> = (0..count)
+            .map(|_| {
+                let t = Instant::now();
+                one();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        percentile(&mut times, 0.5)
+    };
+    let uncompiled = median_start(
+        n.starts.min(5),
+        Box::new(|| start_with(&Component::new(engine(), &bytes).unwrap())),
+    );
+    let cached = median_start(
+        n.starts,
+        Box::new(|| start_with(&unsafe { Component::deserialize_file(engine(), &cwasm) }.unwrap())),
+    );
+    let component = Component::new(engine(), &bytes)?;
+    let pre = CommandPre::new(sync_linker().instantiate_pre(&component)?)?;
+    let instantiate_only = median_start(
+        n.starts,
+        Box::new(|| {
+            let (mut s, _out) = store(dir.path(), None, &[], |b| b);
+            let command = pre.instantiate(&mut s).unwrap();
+            command.wasi_cli_run().call_run(&mut s).unwrap().unwrap();
+        }),
+    );
+    row(
+        &mut rows,
+        "plugin start, uncompiled",
+        format!("{uncompiled:.2} ms"),
+        "",
+    );
+    row(
+        &mut rows,
+        "plugin start, compile cache",
+        format!(
+            "{cached:.3} ms = 1/{:.0} of uncompiled",
+            uncompiled / cached
+        ),
+        format!(
+            "≤ 1/10 of uncompiled: {}",
+            verdict(cached * 10.0 <= uncompiled)
+        ),
+    );
+    row(
+        &mut rows,
+        "plugin start, instantiate only (InstancePre)",
+        format!("{instantiate_only:.3} ms"),
+        "",
+    );
+    if let Some((bare, run)) = process_start(dir.path(), n.starts) {
+        row(
+            &mut rows,
+            "`lockfile run` cached, over `lockfile --version`",
+            format!("{:.2} ms ({run:.2} - {bare:.2})", run - bare),
+            format!("≤ 2 ms: {}", verdict(run - bare <= 2.0)),
+        );
+    }
+
+    // 6: wait handover.
+    let mut handover = handovers(&path, n.handovers);
+    let (p50, p99) = (
+        percentile(&mut handover, 0.5),
+        percentile(&mut handover, 0.99),
+    );
+    row(
+        &mut rows,
+        "wait handover p50 / p99",
+        format!("{p50:.0} µs / {p99:.0} µs"),
+        format!("p50 ≤ 1 ms: {}", verdict(p50 <= 1000.0)),
+    );
+    if !quick {
+        let svg = handover_svg(&handover, p50, p99);
+        std::fs::write("handover.svg", svg)?;
+        println!("  wrote handover.svg");
+    }
+
+    // 7: many instances, each holding a lock.
+    let (setup_ms, rss_mb) = many_instances(&pre, n.instances)?;
+    row(
+        &mut rows,
+        &format!("{} plugin instances holding a lock each", n.instances),
+        format!("{setup_ms:.0} ms to set up, {rss_mb:.0} MB resident"),
+        format!("≤ 300 MB: {}", verdict(rss_mb <= 300.0)),
+    );
+
+    println!("\n| measure | result | target |\n| --- | --- | --- |");
+    for r in rows {
+        println!("| {} | {} | {} |", r.what, r.value, r.target);
+    }
+    Ok(())
+}
+
+/// zc.lockfile's cycle and failed try, in ns, from the same machine and run;
+/// the caller holds `held_path`.
+const ZC_TIMING: &str = r#"
+import time
+path, held_path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def median(f):
+    times = []
+    for _ in range(31):
+        t = time.perf_counter_ns()
+        for _ in range(n):
+            f()
+        times.append((time.perf_counter_ns() - t) / n)
+    return sorted(times)[len(times) // 2]
+def cycle():
+    zc.LockFile(path).close()
+def failed_try():
+    try:
+        zc.LockFile(held_path)
+    except zc.LockError:
+        pass
+print(median(cycle), median(failed_try))
+"#;
+
+/// Median wall time of `lockfile --version` and of a cached `lockfile run` of
+/// a plugin that does nothing, in ms; `None` if the binary is not built.
+fn process_start(dir: &Path, count: usize) -> Option<(f64, f64)> {
+    let exe = std::env::current_exe().ok()?.with_file_name("lockfile");
+    if !exe.exists() {
+        println!("  (skipping process start: build {} first)", exe.display());
+        return None;
+    }
+    let cache = dir.join("cache");
+    let time = |args: &[&str]| {
+        let mut times: Vec<f64> = (0..count)
+            .map(|_| {
+                let t = Instant::now();
+                let status = Command::new(&exe)
+                    .args(args)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        percentile(&mut times, 0.5)
+    };
+    let cache = cache.to_str().unwrap();
+    let locks = dir.join("locks");
+    let locks = locks.to_str().unwrap();
+    time(&[
+        "run",
+        "--cache-dir",
+        cache,
+        "--lock-dir",
+        locks,
+        LOCKCTL_COMPONENT,
+    ]);
+    Some((
+        time(&["--version"]),
+        time(&[
+            "run",
+            "--cache-dir",
+            cache,
+            "--lock-dir",
+            locks,
+            LOCKCTL_COMPONENT,
+        ]),
+    ))
+}
+
+fn resident_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Sets up `count` plugin instances in this process, each left holding its
+/// own lock (the guest exits without dropping its handle); returns the set-up
+/// time in ms and the process's resident memory in MB while they all live.
+fn many_instances(pre: &CommandPre<lockfile_tests::Plugin>, count: usize) -> Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let start = Instant::now();
+    let mut stores = Vec::with_capacity(count);
+    for i in 0..count {
+        let lock = format!("instance-{i}.lock");
+        let (mut s, _out) = store(
+            dir.path(),
+            None,
+            &["lock", &lock, "{pid}", "0", "exit"],
+            |b| b,
+        );
+        let command = pre.instantiate(&mut s)?;
+        let _exit = command.wasi_cli_run().call_run(&mut s);
+        stores.push(s);
+    }
+    let setup = start.elapsed();
+    let rss = resident_mb();
+    assert!(
+        LockFile::lock(dir.path().join("instance-0.lock")).is_err(),
+        "instances must hold their locks"
+    );
+    drop(stores);
+    Ok((setup.as_secs_f64() * 1e3, rss))
+}
+
+/// A histogram of the handover latencies, as an SVG.
+fn handover_svg(values: &[f64], p50: f64, p99: f64) -> String {
+    let max = values.iter().copied().fold(0.0, f64::max).max(1.0);
+    let buckets = 40;
+    let width = (max / buckets as f64).max(1.0);
+    let mut counts = vec![0usize; buckets + 1];
+    for v in values {
+        counts[((v / width) as usize).min(buckets)] += 1;
+    }
+    let top = *counts.iter().max().unwrap() as f64;
+    let (w, h, pad) = (640.0, 320.0, 40.0);
+    let bar = (w - 2.0 * pad) / counts.len() as f64;
+    let mut svg = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{pad}" y="20">Wait handover: release to waiter holding the lock ({} rounds; p50 {p50:.0} µs, p99 {p99:.0} µs)</text>
+"#,
+        values.len()
+    );
+    for (i, c) in counts.iter().enumerate() {
+        let bh = (*c as f64 / top) * (h - 2.0 * pad - 10.0);
+        svg += &format!(
+            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" fill=\"#4878a8\"/>\n",
+            pad + i as f64 * bar,
+            h - pad - bh,
+            bar - 1.0
+        );
+    }
+    svg += &format!(
+        "<line x1=\"{pad}\" y1=\"{y}\" x2=\"{x2}\" y2=\"{y}\" stroke=\"black\"/>\n<text x=\"{pad}\" y=\"{ty}\">0 µs</text>\n<text x=\"{tx}\" y=\"{ty}\" text-anchor=\"end\">{max:.0} µs</text>\n</svg>\n",
+        y = h - pad,
+        x2 = w - pad,
+        ty = h - pad + 16.0,
+        tx = w - pad,
+    );
+    svg
+}

@@ -1,0 +1,104 @@
+//! What the benchmarks measure, shared by the criterion benches and the
+//! `compare` command that prints every figure from one run.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use lockfile_core::{Error, LockFile, LockOptions};
+
+/// The floor: the bare system calls of one zc.lockfile cycle, through std
+/// with nothing around them: open without truncating, flock, pwrite of
+/// `" <pid>\n"` at 0, ftruncate, unlock, close.
+pub fn floor_cycle(path: &Path, record: &[u8]) -> io::Result<()> {
+    let file = open(path)?;
+    file.try_lock().map_err(io::Error::from)?;
+    file.write_all_at(record, 0)?;
+    file.set_len(record.len() as u64)?;
+    file.unlock()?;
+    Ok(())
+}
+
+/// The floor of a failed try: open, flock refused, close.
+pub fn floor_contended(path: &Path) -> io::Result<()> {
+    let file = open(path)?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Ok(()),
+        other => panic!("expected the lock to be held: {other:?}"),
+    }
+}
+
+fn open(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+}
+
+/// The record the floor writes, as zc.lockfile writes it.
+pub fn pid_record() -> Vec<u8> {
+    format!(" {}\n", std::process::id()).into_bytes()
+}
+
+/// One native acquire+release with zc.lockfile's defaults.
+pub fn native_cycle(path: &Path) {
+    LockFile::lock(path).unwrap().release();
+}
+
+/// One native failed try on a held lock (it reads the holder, as zc does not).
+pub fn native_contended(path: &Path) {
+    assert!(matches!(LockFile::lock(path), Err(Error::Locked { .. })));
+}
+
+/// The median of `samples` runs of `op`, each timed over `batch` calls.
+pub fn median_ns(samples: usize, batch: u32, mut op: impl FnMut()) -> f64 {
+    let mut times: Vec<f64> = (0..samples)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..batch {
+                op();
+            }
+            start.elapsed().as_nanos() as f64 / f64::from(batch)
+        })
+        .collect();
+    percentile(&mut times, 0.5)
+}
+
+/// The `q` quantile (0..=1) of `values`, sorting them.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let index = ((values.len() - 1) as f64 * q).round() as usize;
+    values[index]
+}
+
+/// Wait handovers: a holder releases at a random point while a waiter waits
+/// with [`LockOptions::wait`]; returns the microseconds from the holder's
+/// release to the waiter holding the lock, one per round.
+pub fn handovers(path: &Path, rounds: usize) -> Vec<f64> {
+    let mut results = Vec::with_capacity(rounds);
+    for round in 0..rounds {
+        let held = LockFile::lock(path).unwrap();
+        let released = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let lock = LockOptions::new()
+                    .wait(Duration::from_secs(10))
+                    .lock(path)
+                    .unwrap();
+                let taken = Instant::now();
+                drop(lock);
+                taken
+            });
+            // Hold for 0.2 to 5 ms, so the waiter is caught at every point of its backoff.
+            std::thread::sleep(Duration::from_micros(200 + (round as u64 * 7919) % 4800));
+            let released = Instant::now();
+            held.release();
+            (released, waiter.join().unwrap())
+        });
+        results.push(released.1.duration_since(released.0).as_secs_f64() * 1e6);
+    }
+    results
+}
