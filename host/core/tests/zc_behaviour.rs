@@ -198,27 +198,6 @@ fn older_longer_content_ends_as_exactly_one_record() {
     );
 }
 
-fn open_descriptors() -> usize {
-    fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-#[test]
-fn ten_thousand_failed_attempts_leak_no_descriptor() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("lock");
-    let held = LockFile::lock(&path).unwrap();
-    let before = open_descriptors();
-    for _ in 0..10_000 {
-        assert!(matches!(LockFile::lock(&path), Err(Error::Locked { .. })));
-    }
-    for _ in 0..100 {
-        let bad = LockOptions::new().content_template("{x}").lock(&path);
-        assert!(matches!(bad, Err(Error::InvalidTemplate(_))));
-    }
-    assert_eq!(open_descriptors(), before);
-    drop(held);
-}
-
 // Waiting, as yg.lockfile does.
 
 #[test]
