@@ -6,8 +6,9 @@ use std::path::Path;
 
 use crate::{Error, sys};
 
-/// Reads at most this much: a holder record is one short line.
-const MAX_RECORD: usize = 4096;
+/// Reads at most this much: a holder record is one short line, and a failed
+/// try reads it every time.
+const MAX_RECORD: usize = 1024;
 
 /// Reads what the holder wrote into the lock file at `path`, without locking it.
 ///

@@ -53,4 +53,4 @@ pub use backoff::Backoff;
 pub use content::{read_content, read_content_from};
 pub use error::Error;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
-pub use template::{ContentTemplate, TemplateError};
+pub use template::TemplateError;

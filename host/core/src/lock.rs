@@ -1,11 +1,11 @@
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::template::push_display;
-use crate::{Backoff, ContentTemplate, Error, content, sys};
+use crate::{Backoff, Error, content, sys, template};
 
 /// The fields every template may use.
 const BUILTIN_FIELDS: [&str; 2] = ["pid", "hostname"];
@@ -19,7 +19,8 @@ const BUILTIN_FIELDS: [&str; 2] = ["pid", "hostname"];
 pub struct LockFile {
     file: File,
     path: PathBuf,
-    content: Option<String>,
+    /// `" " + content + "\n"`, as written into the file.
+    record: Option<String>,
     owner: u32,
 }
 
@@ -33,7 +34,7 @@ impl LockFile {
     /// What this holder wrote, without the leading space and the newline;
     /// `None` in no-content mode.
     pub fn content(&self) -> Option<&str> {
-        self.content.as_deref()
+        self.record.as_deref().map(record_content)
     }
 
     /// The lock file's path, as it was given.
@@ -74,7 +75,7 @@ impl Drop for LockFile {
 /// ```
 #[derive(Debug, Clone)]
 pub struct LockOptions {
-    template: Option<String>,
+    template: Option<Cow<'static, str>>,
     wait: Duration,
     log_failures: bool,
     fields: Vec<(String, String)>,
@@ -91,7 +92,7 @@ impl LockOptions {
     /// zc.lockfile's defaults: template `{pid}`, one try, nothing logged.
     pub fn new() -> Self {
         Self {
-            template: Some("{pid}".to_owned()),
+            template: Some(Cow::Borrowed("{pid}")),
             wait: Duration::ZERO,
             log_failures: false,
             fields: Vec::new(),
@@ -102,7 +103,7 @@ impl LockOptions {
     /// Writes `" " + template + "\n"` once locked. Fields: `{pid}`, `{hostname}`
     /// and those added with [`field`](Self::field); `{{` and `}}` are braces.
     pub fn content_template(mut self, template: impl Into<String>) -> Self {
-        self.template = Some(template.into());
+        self.template = Some(Cow::Owned(template.into()));
         self
     }
 
@@ -160,6 +161,12 @@ impl LockOptions {
         open: impl FnOnce() -> io::Result<File>,
     ) -> Result<LockFile, Error> {
         let mut pending = self.prepare(path, open)?;
+        if self.wait.is_zero() {
+            return match pending.try_lock()? {
+                Attempt::Taken(lock) => Ok(lock),
+                Attempt::Held(pending) => Err(pending.into_error()),
+            };
+        }
         let start = Instant::now();
         let mut backoff = Backoff::new();
         loop {
@@ -186,40 +193,64 @@ impl LockOptions {
         open: impl FnOnce() -> io::Result<File>,
     ) -> Result<PendingLock, Error> {
         let path = path.into();
-        let content = self.render(&path)?;
+        let record = self.render(&path)?;
         let file = open().map_err(|e| Error::io("open", &path, e))?;
         Ok(PendingLock {
             file,
             path,
-            content,
+            record,
             log_failures: self.log_failures,
             wait: self.wait,
         })
     }
 
+    /// Renders `" " + content + "\n"`, or `None` in no-content mode.
     fn render(&self, path: &Path) -> Result<Option<String>, Error> {
         let Some(template) = &self.template else {
             return Ok(None);
         };
-        let mut known: Vec<&str> = BUILTIN_FIELDS.to_vec();
-        known.extend(self.fields.iter().map(|(name, _)| name.as_str()));
-        let template = ContentTemplate::parse(template, &known)?;
-        let hostname = match (&self.hostname, template.uses("hostname")) {
-            (Some(name), _) => Some(name.as_str()),
-            (None, true) => Some(
-                system_hostname().map_err(|e| Error::io("look up the hostname for", path, e))?,
-            ),
-            (None, false) => None,
+        let extended: Vec<&str>;
+        let known: &[&str] = if self.fields.is_empty() {
+            &BUILTIN_FIELDS
+        } else {
+            extended = BUILTIN_FIELDS
+                .iter()
+                .copied()
+                .chain(self.fields.iter().map(|(name, _)| name.as_str()))
+                .collect();
+            &extended
         };
-        Ok(Some(template.render(|name, out| match name {
-            "pid" => push_display(out, std::process::id()),
-            "hostname" => out.push_str(hostname.unwrap_or_default()),
-            _ => {
-                let value = self.fields.iter().rev().find(|(field, _)| field == name);
-                out.push_str(value.map(|(_, v)| v.as_str()).unwrap_or_default());
+        let mut record = String::with_capacity(template.len() + 16);
+        record.push(' ');
+        template::render(template, known, &mut record, |name, out| {
+            match name {
+                "pid" => {
+                    use std::fmt::Write as _;
+                    // Writing to a String cannot fail.
+                    let _ = write!(out, "{}", std::process::id());
+                }
+                "hostname" => match &self.hostname {
+                    Some(hostname) => out.push_str(hostname),
+                    None => out.push_str(
+                        system_hostname()
+                            .map_err(|e| Error::io("look up the hostname for", path, e))?,
+                    ),
+                },
+                _ => {
+                    let value = self.fields.iter().rev().find(|(field, _)| field == name);
+                    out.push_str(value.map(|(_, v)| v.as_str()).unwrap_or_default());
+                }
             }
-        })))
+            Ok::<_, Error>(())
+        })?;
+        record.push('\n');
+        Ok(Some(record))
     }
+}
+
+/// The content inside a record: without the leading space and the newline.
+fn record_content(record: &str) -> &str {
+    &record[1..record.len() - 1]
 }
 
 /// zc.lockfile opens with `'r+'` and falls back to `'a+'`; read-write-create
@@ -250,7 +281,7 @@ fn system_hostname() -> io::Result<&'static str> {
 pub struct PendingLock {
     file: File,
     path: PathBuf,
-    content: Option<String>,
+    record: Option<String>,
     log_failures: bool,
     wait: Duration,
 }
@@ -275,11 +306,10 @@ impl PendingLock {
         let lock = LockFile {
             file: self.file,
             path: self.path,
-            content: self.content,
+            record: self.record,
             owner: std::process::id(),
         };
-        if let Some(content) = &lock.content {
-            let record = format!(" {content}\n");
+        if let Some(record) = &lock.record {
             sys::write_at_start(&lock.file, record.as_bytes())
                 .and_then(|()| lock.file.set_len(record.len() as u64))
                 .map_err(|e| Error::io("write the holder into", &lock.path, e))?;

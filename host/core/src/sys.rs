@@ -29,20 +29,18 @@ pub(crate) fn write_at_start(file: &File, bytes: &[u8]) -> io::Result<()> {
     file.write_all_at(bytes, 0)
 }
 
-/// Reads from offset 0 into `buf`, returning how many bytes were read.
+/// Reads from offset 0 into `buf` with one pread, returning how many bytes
+/// were read. Holder records are one short line: one read returns all of it,
+/// and a failed try pays for no second call to find the end of the file.
 #[cfg(unix)]
 pub(crate) fn read_at_start(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read_at(&mut buf[filled..], filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
+    loop {
+        match file.read_at(buf, 0) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            result => return result,
         }
     }
-    Ok(filled)
 }
 
 #[cfg(not(unix))]

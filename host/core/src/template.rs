@@ -1,23 +1,7 @@
 //! Content templates: the subset of Python's `str.format` that zc.lockfile's
-//! `content_template` uses in practice.
-
-use std::fmt::Write as _;
-
-/// A parsed content template such as `{pid};{hostname}`.
-///
-/// Fields are `{name}`; `{{` and `}}` stand for literal braces. Format specs and
-/// conversions (`{pid:>5}`, `{pid!r}`) and positional fields (`{}`, `{0}`) are
-/// rejected rather than half-supported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContentTemplate {
-    parts: Vec<Part>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Part {
-    Text(String),
-    Field(String),
-}
+//! `content_template` uses in practice: `{name}` fields, and `{{` and `}}` for
+//! literal braces. Format specs and conversions (`{pid:>5}`, `{pid!r}`) and
+//! positional fields (`{}`, `{0}`) are rejected rather than half-supported.
 
 /// Why a content template was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,70 +30,60 @@ pub enum TemplateError {
     },
 }
 
-impl ContentTemplate {
-    /// Parses `template`, accepting only the fields named in `known`.
-    pub fn parse(template: &str, known: &[&str]) -> Result<Self, TemplateError> {
-        let mut parts = Vec::new();
-        let mut text = String::new();
-        let mut chars = template.char_indices().peekable();
-        while let Some((offset, c)) = chars.next() {
-            match c {
-                '{' if chars.next_if(|&(_, c)| c == '{').is_some() => text.push('{'),
-                '}' if chars.next_if(|&(_, c)| c == '}').is_some() => text.push('}'),
-                '{' => {
-                    let start = offset + 1;
-                    let Some(end) = template[start..].find(['}', '{']).map(|i| start + i) else {
-                        return Err(unmatched(template, '{', offset));
-                    };
-                    if template.as_bytes()[end] == b'{' {
-                        return Err(unmatched(template, '{', offset));
-                    }
-                    let field = &template[start..end];
-                    if !known.contains(&field) {
-                        return Err(TemplateError::UnknownField {
-                            template: template.to_owned(),
-                            field: field.to_owned(),
-                            known: known
-                                .iter()
-                                .map(|k| format!("{{{k}}}"))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        });
-                    }
-                    if !text.is_empty() {
-                        parts.push(Part::Text(std::mem::take(&mut text)));
-                    }
-                    parts.push(Part::Field(field.to_owned()));
-                    while chars.next_if(|&(i, _)| i <= end).is_some() {}
-                }
-                '}' => return Err(unmatched(template, '}', offset)),
-                c => text.push(c),
+/// Renders `template` onto `out` in one pass, asking `value` to append each
+/// field. `known` lists the fields allowed; on any error `out` must be thrown
+/// away. Lock paths render a template on every try, so this allocates nothing
+/// but what it appends.
+pub(crate) fn render<E>(
+    template: &str,
+    known: &[&str],
+    out: &mut String,
+    mut value: impl FnMut(&str, &mut String) -> Result<(), E>,
+) -> Result<(), E>
+where
+    E: From<TemplateError>,
+{
+    let mut rest = template;
+    while let Some(brace) = rest.find(['{', '}']) {
+        out.push_str(&rest[..brace]);
+        let offset = template.len() - rest.len() + brace;
+        let after = &rest[brace + 1..];
+        if rest.as_bytes()[brace] == b'}' {
+            match after.strip_prefix('}') {
+                Some(next) => (out.push('}'), rest = next),
+                None => return Err(unmatched(template, '}', offset).into()),
+            };
+            continue;
+        }
+        if let Some(next) = after.strip_prefix('{') {
+            out.push('{');
+            rest = next;
+            continue;
+        }
+        let Some(end) = after
+            .find(['}', '{'])
+            .filter(|&end| after.as_bytes()[end] == b'}')
+        else {
+            return Err(unmatched(template, '{', offset).into());
+        };
+        let field = &after[..end];
+        if !known.contains(&field) {
+            return Err(TemplateError::UnknownField {
+                template: template.to_owned(),
+                field: field.to_owned(),
+                known: known
+                    .iter()
+                    .map(|k| format!("{{{k}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }
+            .into());
         }
-        if !text.is_empty() {
-            parts.push(Part::Text(text));
-        }
-        Ok(Self { parts })
+        value(field, out)?;
+        rest = &after[end + 1..];
     }
-
-    /// Whether the template uses the field `name`.
-    pub fn uses(&self, name: &str) -> bool {
-        self.parts
-            .iter()
-            .any(|p| matches!(p, Part::Field(f) if f == name))
-    }
-
-    /// Renders the template, asking `value` for each field it uses.
-    pub fn render(&self, mut value: impl FnMut(&str, &mut String)) -> String {
-        let mut out = String::new();
-        for part in &self.parts {
-            match part {
-                Part::Text(text) => out.push_str(text),
-                Part::Field(name) => value(name, &mut out),
-            }
-        }
-        out
-    }
+    out.push_str(rest);
+    Ok(())
 }
 
 fn unmatched(template: &str, brace: char, offset: usize) -> TemplateError {
@@ -120,40 +94,37 @@ fn unmatched(template: &str, brace: char, offset: usize) -> TemplateError {
     }
 }
 
-/// Writes a number without going through a temporary string.
-pub(crate) fn push_display(out: &mut String, value: impl std::fmt::Display) {
-    // Writing to a String cannot fail.
-    let _ = write!(out, "{value}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const KNOWN: &[&str] = &["pid", "hostname"];
 
-    fn render(template: &str) -> Result<String, TemplateError> {
-        let parsed = ContentTemplate::parse(template, KNOWN)?;
-        Ok(parsed
-            .render(|name, out| out.push_str(if name == "pid" { "123" } else { "myhostname" })))
+    fn render_test(template: &str) -> Result<String, TemplateError> {
+        let mut out = String::new();
+        render(template, KNOWN, &mut out, |name, out| {
+            out.push_str(if name == "pid" { "123" } else { "myhostname" });
+            Ok::<_, TemplateError>(())
+        })?;
+        Ok(out)
     }
 
     #[test]
     fn renders_like_str_format() {
-        assert_eq!(render("{pid}").unwrap(), "123");
-        assert_eq!(render("{pid}/{hostname}").unwrap(), "123/myhostname");
-        assert_eq!(render("{pid};{hostname}").unwrap(), "123;myhostname");
-        assert_eq!(render("").unwrap(), "");
-        assert_eq!(render("plain").unwrap(), "plain");
-        assert_eq!(render("{{pid}} {pid}}}").unwrap(), "{pid} 123}");
-        assert_eq!(render("é{pid}ü").unwrap(), "é123ü");
+        assert_eq!(render_test("{pid}").unwrap(), "123");
+        assert_eq!(render_test("{pid}/{hostname}").unwrap(), "123/myhostname");
+        assert_eq!(render_test("{pid};{hostname}").unwrap(), "123;myhostname");
+        assert_eq!(render_test("").unwrap(), "");
+        assert_eq!(render_test("plain").unwrap(), "plain");
+        assert_eq!(render_test("{{pid}} {pid}}}").unwrap(), "{pid} 123}");
+        assert_eq!(render_test("é{pid}ü").unwrap(), "é123ü");
     }
 
     #[test]
     fn rejects_unknown_fields_and_specs() {
         for bad in ["{foo}", "{}", "{0}", "{pid:>5}", "{pid!r}", "{ pid}"] {
             assert!(
-                matches!(render(bad), Err(TemplateError::UnknownField { .. })),
+                matches!(render_test(bad), Err(TemplateError::UnknownField { .. })),
                 "{bad} was accepted"
             );
         }
@@ -168,7 +139,7 @@ mod tests {
             ("{a{pid}}", '{', 0),
         ] {
             assert_eq!(
-                render(bad),
+                render_test(bad),
                 Err(TemplateError::UnmatchedBrace {
                     template: bad.into(),
                     brace,
@@ -181,7 +152,7 @@ mod tests {
 
     #[test]
     fn error_names_the_template_and_the_field() {
-        let message = render("{pid}-{foo}").unwrap_err().to_string();
+        let message = render_test("{pid}-{foo}").unwrap_err().to_string();
         assert!(
             message.contains("{foo}") && message.contains("\"{pid}-{foo}\""),
             "{message}"
@@ -189,8 +160,14 @@ mod tests {
     }
 
     #[test]
-    fn knows_which_fields_it_uses() {
-        let t = ContentTemplate::parse("{pid}", KNOWN).unwrap();
-        assert!(t.uses("pid") && !t.uses("hostname"));
+    fn asks_only_for_the_fields_it_uses() {
+        let mut asked = Vec::new();
+        let mut out = String::new();
+        render("{pid}", KNOWN, &mut out, |name, _| {
+            asked.push(name.to_owned());
+            Ok::<_, TemplateError>(())
+        })
+        .unwrap();
+        assert_eq!(asked, ["pid"]);
     }
 }
