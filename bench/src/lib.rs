@@ -30,6 +30,21 @@ pub fn floor_contended(path: &Path) -> io::Result<()> {
     }
 }
 
+/// The floor of a failed try that also reads the holder's record, which a
+/// `Locked` error carries: open, flock refused, pread, close.
+pub fn floor_contended_reading_holder(path: &Path) -> io::Result<()> {
+    let file = open(path)?;
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut record = [0; 4096];
+            let read = file.read_at(&mut record, 0)?;
+            std::hint::black_box(&record[..read]);
+            Ok(())
+        }
+        other => panic!("expected the lock to be held: {other:?}"),
+    }
+}
+
 fn open(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
