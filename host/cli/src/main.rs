@@ -49,7 +49,9 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level)).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level))
+        .format_timestamp_micros()
+        .init();
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Compile(args) => compile::run(args),

@@ -211,6 +211,7 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
         .status(exit::IOERR)?;
 
     let engine = plugin::engine().status(exit::SOFTWARE)?;
+    log::debug!("engine ready");
     let cache = match (&args.no_cache, &args.cache_dir) {
         (true, _) => None,
         (false, Some(dir)) => Some(CompileCache::new(dir.clone())),
@@ -218,6 +219,7 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     };
     let component = plugin::load(&engine, &args.plugin, cache.as_ref()).status(BAD_PLUGIN)?;
     let pre = instantiate_pre(&engine, &component, &args.plugin).status(BAD_PLUGIN)?;
+    log::debug!("plugin linked");
     let mut store = new_store(&engine, &args, &name).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.
@@ -235,6 +237,7 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let outcome = runtime.block_on(async {
         let call = async {
             let command: Command = pre.instantiate_async(&mut store).await?;
+            log::debug!("plugin instantiated");
             command.wasi_cli_run().call_run(&mut store).await
         };
         match args.timeout {

@@ -70,8 +70,10 @@ impl LockfileCtxBuilder {
         self
     }
 
-    /// Caps the `wait-ms` a plugin may ask for. Epoch interruption cannot stop
-    /// a plugin blocked in a host call, so hosts with a deadline set this.
+    /// Caps the `wait-ms` a plugin may ask for; by default a plugin may wait as
+    /// long as it asks. Epoch interruption cannot stop a plugin blocked in a
+    /// host call, so synchronous hosts with a deadline set this (async hosts
+    /// can also drop the call's future: the wait sleeps on the runtime).
     pub fn max_wait(mut self, max: Duration) -> Self {
         self.max_wait = Some(max);
         self
