@@ -1,0 +1,291 @@
+//! Plugins written in Python (componentize-py) and JavaScript (componentize-js)
+//! from the same WIT, under `lockfile run`, against a Rust plugin and the real
+//! zc.lockfile: mutual exclusion both ways and the same bytes.
+//!
+//! Each plugin is built once per test process by its own build script, which
+//! installs its pinned tool the first time, then compiled once into a shared
+//! compile cache.
+
+#[path = "../../../tests/support/zc_python.rs"]
+mod zc_python;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use lockfile_core::read_content;
+use lockfile_tests::LOCKCTL_COMPONENT;
+
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+}
+
+fn cache_dir() -> PathBuf {
+    workspace().join("target/plugin-test-cache")
+}
+
+/// Builds the plugin with `guest/<language>/build` and fills the compile cache.
+fn build(language: &str) -> PathBuf {
+    let out = workspace().join(format!("target/plugins/{language}-plugin.wasm"));
+    let status = Command::new(workspace().join(format!("guest/{language}/build")))
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "guest/{language}/build failed");
+    let compiled = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .args(["compile", "--cache-dir"])
+        .arg(cache_dir())
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        compiled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&compiled.stderr)
+    );
+    out
+}
+
+fn python_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| build("python"))
+}
+
+fn javascript_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| build("javascript"))
+}
+
+fn lockfile_run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lockfile"));
+    command
+        .arg("run")
+        .arg("--lock-dir")
+        .arg(lock_dir)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .args(["--name", name])
+        .arg(plugin)
+        .args(args);
+    command
+}
+
+fn run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Output {
+    lockfile_run(lock_dir, name, plugin, args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A plugin run that holds `job.lock` (with `content`) until killed.
+struct Holder(Child);
+
+impl Holder {
+    fn start(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str], content: &str) -> Self {
+        let child = lockfile_run(lock_dir, name, plugin, args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while read_content(lock_dir.join("job.lock"))
+            .ok()
+            .flatten()
+            .as_deref()
+            != Some(content)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} never held job.lock as {content:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Self(child)
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn hostname() -> String {
+    hostname::get().unwrap().into_string().unwrap()
+}
+
+fn excludes_and_is_excluded_by_a_rust_plugin(language: &str, plugin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path();
+    {
+        let _held = Holder::start(
+            locks,
+            language,
+            plugin,
+            &["lock", "job.lock", "{plugin}", "0", "hold", "60000"],
+            language,
+        );
+        let rust = run(
+            locks,
+            "rust",
+            Path::new(LOCKCTL_COMPONENT),
+            &["lock", "job.lock", "{pid}", "0"],
+        );
+        assert_eq!(
+            stdout(&rust),
+            format!("error Couldn't lock 'job.lock': held by {language}\n")
+        );
+    }
+    {
+        let _held = Holder::start(
+            locks,
+            "rust",
+            Path::new(LOCKCTL_COMPONENT),
+            &["lock", "job.lock", "{plugin}", "0", "sleep", "60000"],
+            "rust",
+        );
+        let theirs = run(locks, language, plugin, &["lock", "job.lock", "{pid}", "0"]);
+        assert_eq!(
+            stdout(&theirs),
+            "error Couldn't lock 'job.lock': held by rust\n"
+        );
+    }
+    let free = run(
+        locks,
+        language,
+        plugin,
+        &[
+            "lock", "job.lock", "{plugin}", "0", "read", "job.lock", "release",
+        ],
+    );
+    assert_eq!(
+        stdout(&free),
+        format!("locked {language}\ncontent {language}\nreleased\n")
+    );
+}
+
+fn excludes_and_is_excluded_by_zc_lockfile(language: &str, plugin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = dir.path();
+    let path = locks.join("job.lock");
+    let zc = zc_python::ZcHolder::lock(&path, "{pid};{hostname}");
+    let refused = run(locks, language, plugin, &["lock", "job.lock", "{pid}", "0"]);
+    assert_eq!(
+        stdout(&refused),
+        format!(
+            "error Couldn't lock 'job.lock': held by {};{}\n",
+            zc.pid,
+            hostname()
+        )
+    );
+    zc.release();
+
+    let held = Holder::start(
+        locks,
+        language,
+        plugin,
+        &["lock", "job.lock", "{plugin}", "0", "hold", "60000"],
+        language,
+    );
+    let zc_refused = zc_python::zc_try_lock(&path);
+    drop(held);
+    assert_eq!(
+        zc_refused.unwrap_err(),
+        format!("Couldn't lock '{}'", path.display())
+    );
+}
+
+fn writes_the_same_bytes_as_rust_and_zc_lockfile(language: &str, plugin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let template = "{pid};{hostname}";
+    let expected = |pid: u32| format!(" {pid};{}\n", hostname()).into_bytes();
+
+    let child = lockfile_run(
+        dir.path(),
+        language,
+        plugin,
+        &["lock", "job.lock", template, "0"],
+    )
+    .output()
+    .unwrap();
+    let ours = std::fs::read(dir.path().join("job.lock")).unwrap();
+    assert!(child.status.success());
+    let pid: u32 = String::from_utf8_lossy(&child.stdout)
+        .trim()
+        .strip_prefix("locked ")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ours, expected(pid), "{language}");
+
+    let rust = run(
+        dir.path(),
+        "rust",
+        Path::new(LOCKCTL_COMPONENT),
+        &["lock", "job.lock", template, "0"],
+    );
+    let rust_pid: u32 = stdout(&rust)
+        .trim()
+        .strip_prefix("locked ")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        std::fs::read(dir.path().join("job.lock")).unwrap(),
+        expected(rust_pid)
+    );
+
+    let zc = zc_python::ZcHolder::lock(&dir.path().join("zc.lock"), template);
+    assert_eq!(
+        std::fs::read(dir.path().join("zc.lock")).unwrap(),
+        expected(zc.pid)
+    );
+}
+
+#[test]
+fn python_plugin_excludes_and_is_excluded_by_a_rust_plugin() {
+    excludes_and_is_excluded_by_a_rust_plugin("python", python_plugin());
+}
+
+#[test]
+fn python_plugin_excludes_and_is_excluded_by_zc_lockfile() {
+    excludes_and_is_excluded_by_zc_lockfile("python", python_plugin());
+}
+
+#[test]
+fn python_plugin_writes_the_same_bytes_as_rust_and_zc_lockfile() {
+    writes_the_same_bytes_as_rust_and_zc_lockfile("python", python_plugin());
+}
+
+#[test]
+fn javascript_plugin_excludes_and_is_excluded_by_a_rust_plugin() {
+    excludes_and_is_excluded_by_a_rust_plugin("javascript", javascript_plugin());
+}
+
+#[test]
+fn javascript_plugin_excludes_and_is_excluded_by_zc_lockfile() {
+    excludes_and_is_excluded_by_zc_lockfile("javascript", javascript_plugin());
+}
+
+#[test]
+fn javascript_plugin_writes_the_same_bytes_as_rust_and_zc_lockfile() {
+    writes_the_same_bytes_as_rust_and_zc_lockfile("javascript", javascript_plugin());
+}
