@@ -206,10 +206,6 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     if let Some(lock) = &args.singleton {
         check_lock_name(lock).status(exit::USAGE)?;
     }
-    std::fs::create_dir_all(&args.lock_dir)
-        .with_context(|| format!("cannot create lock directory '{}'", args.lock_dir.display()))
-        .status(exit::IOERR)?;
-
     let engine = plugin::engine().status(exit::SOFTWARE)?;
     log::debug!("engine ready");
     let cache = match (&args.no_cache, &args.cache_dir) {
@@ -220,6 +216,10 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let component = plugin::load(&engine, &args.plugin, cache.as_ref()).status(BAD_PLUGIN)?;
     let pre = instantiate_pre(&engine, &component, &args.plugin).status(BAD_PLUGIN)?;
     log::debug!("plugin linked");
+    // Created only once the plugin is known to be runnable: bad input changes nothing.
+    std::fs::create_dir_all(&args.lock_dir)
+        .with_context(|| format!("cannot create lock directory '{}'", args.lock_dir.display()))
+        .status(exit::IOERR)?;
     let mut store = new_store(&engine, &args, &name).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.

@@ -410,6 +410,10 @@ fn bad_plugin_files_get_one_clear_line() {
             !err.contains("backtrace") && !err.contains("panicked"),
             "{err}"
         );
+        assert!(
+            !s.path("locks").exists(),
+            "{plugin:?} created the lock directory"
+        );
     }
 }
 
