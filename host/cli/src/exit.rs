@@ -23,20 +23,14 @@ pub fn lock_error_status(error: &Error) -> u8 {
     }
 }
 
-/// Prints a lock error the way zc.lockfile words it and picks its status.
+/// Prints a lock error and returns its status: contention exactly as
+/// zc.lockfile words it, anything else after the command's name.
 pub fn lock_error(error: &Error) -> ExitCode {
-    match error {
-        Error::Locked { .. } | Error::TimedOut { .. } => {
-            eprintln!("{error}");
-            ExitCode::from(TEMPFAIL)
-        }
-        Error::InvalidTemplate(_) => {
-            eprintln!("lockfile: {error}");
-            ExitCode::from(USAGE)
-        }
-        Error::Io { .. } => {
-            eprintln!("lockfile: {error}");
-            ExitCode::from(IOERR)
-        }
+    let status = lock_error_status(error);
+    if status == TEMPFAIL {
+        eprintln!("{error}");
+    } else {
+        eprintln!("lockfile: {error}");
     }
+    ExitCode::from(status)
 }
