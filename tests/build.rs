@@ -12,7 +12,17 @@ fn main() {
     let root = manifest_dir.parent().unwrap();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     let target_dir = out_dir.join("guest-target");
-    for watched in ["wit", "guest", "tests/programs"] {
+    // What the guests are built from; not guest/target or node_modules, whose
+    // changes would rebuild everything for nothing.
+    for watched in [
+        "wit",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "guest/lockfile-guest/src",
+        "guest/lockfile-guest/Cargo.toml",
+        "guest/examples",
+        "tests/programs",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 

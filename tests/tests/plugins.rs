@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use lockfile_core::{Error, LockFile, LockOptions};
+use lockfile_host::{LockfileCtx, LockfileCtxBuilder};
 use lockfile_tests::{LOCKCTL_COMPONENT, Run, ZC_BEHAVIOUR_COMPONENT, run};
 
 fn lockctl(lock_dir: &Path, args: &[&str]) -> Run {
@@ -18,12 +19,22 @@ fn lockctl(lock_dir: &Path, args: &[&str]) -> Run {
 
 /// Runs lockctl on a thread; the plugin signals through files in `data_dir`.
 fn spawn_lockctl(lock_dir: &Path, data_dir: &Path, args: &[&str]) -> std::thread::JoinHandle<Run> {
+    spawn_lockctl_with(lock_dir, data_dir, args, |b| b)
+}
+
+/// Like [`spawn_lockctl`], with more of the host's settings.
+fn spawn_lockctl_with(
+    lock_dir: &Path,
+    data_dir: &Path,
+    args: &[&str],
+    configure: impl FnOnce(LockfileCtxBuilder) -> LockfileCtxBuilder + Send + 'static,
+) -> std::thread::JoinHandle<Run> {
     let (lock_dir, data_dir) = (lock_dir.to_owned(), data_dir.to_owned());
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     std::thread::spawn(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         run(LOCKCTL_COMPONENT, &lock_dir, Some(&data_dir), &args, |b| {
-            b.plugin_name("holder")
+            configure(b.plugin_name("holder"))
         })
     })
 }
@@ -264,14 +275,19 @@ fn hostile_paths_are_refused_and_change_nothing_outside() {
     ];
     for path in hostile {
         let out = lockctl(&d.locks, &["lock", path, "{pid}", "0", "read", path]);
-        assert_eq!(
-            out.lines(),
-            [
-                format!("error not permitted: '{path}' leads outside the lock directory"),
-                format!("error not permitted: '{path}' leads outside the lock directory"),
-            ],
-            "{path}"
-        );
+        let reason = if path.starts_with('/') {
+            let relative = path.trim_start_matches('/');
+            format!(
+                "'{path}' is absolute: lock paths are relative to the lock directory (try '{relative}')"
+            )
+        } else if path.contains("..") {
+            // Refused on the text alone, before the file system is asked.
+            format!("'{path}' leads outside the lock directory: its '..' climbs above it")
+        } else {
+            format!("'{path}' leads outside the lock directory (through a symbolic link)")
+        };
+        let line = format!("error not permitted: {reason}");
+        assert_eq!(out.lines(), [line.clone(), line], "{path}");
     }
     let out = lockctl(
         &d.locks,
@@ -280,8 +296,8 @@ fn hostile_paths_are_refused_and_change_nothing_outside() {
     assert_eq!(
         out.lines(),
         [
-            "error not permitted: empty path",
-            "error not permitted: path \"a\\0b\" contains NUL"
+            "error not permitted: empty lock path: name a file in the lock directory, e.g. 'job.lock'",
+            "error not permitted: lock path \"a\\0b\" contains NUL"
         ]
     );
     assert_eq!(fs::read_to_string(&secret).unwrap(), "untouched");
@@ -394,8 +410,42 @@ fn too_many_locks_is_refused() {
 #[test]
 fn a_released_handle_still_counts_until_dropped() {
     let d = dirs();
-    // lockctl keeps released handles only until `release` drops them, so a
-    // plugin that releases can lock again and again.
+    // `keep-released` unlocks c.lock but keeps its handle: the file is free to
+    // others, yet the handle still fills the plugin's only slot.
+    let plugin = spawn_lockctl_with(
+        &d.locks,
+        &d.data,
+        &[
+            "keep-released",
+            "c.lock",
+            "touch",
+            "kept",
+            "await",
+            "go",
+            "lock",
+            "d.lock",
+            "{pid}",
+            "0",
+        ],
+        |b| b.max_locks(1),
+    );
+    wait_for(&d.data.join("kept"));
+    let native = LockFile::lock(d.locks.join("c.lock"));
+    fs::write(d.data.join("go"), "").unwrap();
+    let out = plugin.join().unwrap();
+    native.expect("released: others may take it while the handle lives");
+    assert_eq!(out.status, Ok(0), "{out:?}");
+    assert_eq!(
+        out.lines(),
+        [
+            "kept-released",
+            "error too many locks: this plugin may hold 1"
+        ]
+    );
+    assert!(!d.locks.join("d.lock").exists());
+
+    // lockfile-guest's `release` drops the handle too, so a plugin that
+    // releases can lock again and again within one slot.
     let out = run(
         LOCKCTL_COMPONENT,
         &d.locks,
@@ -423,11 +473,36 @@ fn a_wait_hands_over_and_times_out() {
         ["error Couldn't lock 'w.lock' within 50ms: held by holder"]
     );
 
+    let path = d.locks.join("w.lock");
+    assert_eq!(open_count(&path), 1, "only the holder has w.lock open");
     let waiter = spawn_lockctl(&d.locks, &d.data, &["lock", "w.lock", "waiter", "60000"]);
-    std::thread::sleep(Duration::from_millis(50));
+    // The waiter opens the file once, then retries the lock on it: a second
+    // descriptor on w.lock in this process means it is waiting.
+    for _ in 0..30_000 {
+        if open_count(&path) == 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(open_count(&path), 2, "the waiter never opened w.lock");
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        !waiter.is_finished(),
+        "the waiter did not wait for the holder"
+    );
     fs::write(d.data.join("go"), "").unwrap();
     holder.join().unwrap();
     assert_eq!(waiter.join().unwrap().lines(), ["locked waiter"]);
+}
+
+/// How many descriptors of this process are open on `path`.
+fn open_count(path: &Path) -> usize {
+    let path = fs::canonicalize(path).unwrap();
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|entry| fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| *target == path)
+        .count()
 }
 
 #[test]
@@ -554,4 +629,105 @@ async fn an_async_wait_does_not_block_the_executor() {
     )
     .await;
     assert_eq!(timed_out.lines(), ["locked x"]);
+}
+
+#[test]
+fn a_path_that_climbs_out_through_a_missing_directory_is_not_permitted() {
+    let d = dirs();
+    // `a` does not exist: the file system would answer "No such file or
+    // directory"; the text alone shows the path leaves the lock directory.
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock",
+            "a/../../x.lock",
+            "{pid}",
+            "0",
+            "read",
+            "a/../../x.lock",
+        ],
+    );
+    let line = "error not permitted: 'a/../../x.lock' leads outside the lock directory: its '..' climbs above it";
+    assert_eq!(out.lines(), [line, line]);
+    assert!(!d.outside.join("x.lock").exists());
+    let out = lockctl(&d.locks, &["lock", "/locks/my.lock", "{pid}", "0"]);
+    assert_eq!(
+        out.lines(),
+        [
+            "error not permitted: '/locks/my.lock' is absolute: lock paths are relative to the lock directory (try 'my.lock')"
+        ]
+    );
+    let long = "x".repeat(600);
+    let out = lockctl(&d.locks, &["lock", &long, "{pid}", "0"]);
+    assert!(
+        out.lines()[0].starts_with("error not permitted: lock path 'xxxx")
+            && out.lines()[0].contains("is too long: 600 bytes"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_plugin_creates_no_more_lock_files_than_allowed() {
+    let d = dirs();
+    fs::write(d.locks.join("existing.lock"), "").unwrap();
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["create-many", "1000", "lock", "existing.lock", "{pid}", "0"],
+        |b| b.max_lock_files(10),
+    );
+    assert_eq!(out.status, Ok(0), "{out:?}");
+    assert_eq!(
+        out.lines()[..2],
+        [
+            "created 10",
+            "error not permitted: this plugin may create at most 10 lock files and has created them all: reuse existing lock names"
+        ]
+    );
+    // Files that exist can still be locked.
+    assert!(out.lines()[2].starts_with("locked "), "{out:?}");
+    let files = fs::read_dir(&d.locks).unwrap().count();
+    assert_eq!(files, 11, "10 created and the existing one");
+}
+
+#[test]
+fn the_default_bounds_what_a_plugin_leaves_on_disk() {
+    let d = dirs();
+    let out = run(
+        LOCKCTL_COMPONENT,
+        &d.locks,
+        None,
+        &["create-many", "20000"],
+        |b| b,
+    );
+    let limit = LockfileCtx::DEFAULT_MAX_LOCK_FILES;
+    assert_eq!(out.lines()[0], format!("created {limit}"), "{out:?}");
+    assert_eq!(fs::read_dir(&d.locks).unwrap().count(), limit as usize);
+}
+
+#[test]
+fn a_record_over_the_cap_or_of_two_lines_is_an_invalid_template() {
+    let d = dirs();
+    let huge = "x".repeat(5_000_000);
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock", "big.lock", &huge, "0", "lock", "two.lock", "a\nb", "0",
+        ],
+    );
+    let lines = out.lines();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert!(
+        lines[0].starts_with("error content template \"xxx")
+            && lines[0].contains("is too long: 5000000 bytes as written, the most is 1024"),
+        "{}",
+        &lines[0][..lines[0].len().min(300)]
+    );
+    assert!(
+        lines[0].len() < 400,
+        "the error quotes only the template's start"
+    );
+    assert!(!d.locks.join("big.lock").exists());
+    assert!(!d.locks.join("two.lock").exists());
 }

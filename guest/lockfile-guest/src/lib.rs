@@ -32,7 +32,7 @@ use std::time::Duration;
 
 mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "imports",
     });
 }
@@ -150,8 +150,9 @@ pub enum Error {
         /// How long the plugin asked to wait.
         waited: Duration,
     },
-    /// The host refused the path: it leads outside the lock directory, or is
-    /// empty or contains NUL.
+    /// The host refused the path (it is absolute, too long, empty, contains
+    /// NUL or leads outside the lock directory), or the plugin may create no
+    /// more lock files.
     #[error("not permitted: {reason}")]
     NotPermitted {
         /// The path given.

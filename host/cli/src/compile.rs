@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::plugin::{self, CompileCache};
+use crate::exit;
+use crate::plugin::{self, CompileCache, PrecompileError};
 
 /// Compile a plugin into the compile cache, so that `lockfile run` starts it
 /// without compiling. Prints the cache entry's path.
@@ -20,18 +21,27 @@ pub struct CompileArgs {
 pub fn run(args: CompileArgs) -> ExitCode {
     let Some(dir) = args.cache_dir.or_else(CompileCache::default_dir) else {
         eprintln!("lockfile: no cache directory: set --cache-dir, XDG_CACHE_HOME or HOME");
-        return ExitCode::from(crate::exit::USAGE);
+        return ExitCode::from(exit::USAGE);
     };
-    let result = plugin::engine()
-        .and_then(|engine| plugin::precompile(&engine, &args.plugin, &CompileCache::new(dir)));
-    match result {
+    let engine = match plugin::engine() {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("lockfile: {error:#}");
+            return ExitCode::from(exit::SOFTWARE);
+        }
+    };
+    match plugin::precompile(&engine, &args.plugin, &CompileCache::new(dir)) {
         Ok(entry) => {
             println!("{}", entry.display());
             ExitCode::SUCCESS
         }
-        Err(error) => {
+        Err(PrecompileError::Plugin(error)) => {
             eprintln!("lockfile: {error:#}");
-            ExitCode::from(65)
+            ExitCode::from(exit::BAD_PLUGIN)
+        }
+        Err(PrecompileError::Cache(error)) => {
+            eprintln!("lockfile: the compile cache is unusable: {error:#}");
+            ExitCode::from(exit::IOERR)
         }
     }
 }

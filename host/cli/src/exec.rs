@@ -14,9 +14,13 @@ use crate::exit;
 ///
 /// Exits with COMMAND's status (128+N if a signal N ended it). If the lock
 /// stays held, prints `Couldn't lock '<PATH>': held by <content>` and exits 75
-/// without running COMMAND. The lock is held by this process, not by COMMAND:
-/// COMMAND does not inherit the file, and if this process dies the lock is
-/// free even while COMMAND runs on.
+/// without running COMMAND.
+///
+/// COMMAND never outlives the lock. It inherits the locked file (as with
+/// flock(1)), so the lock stays held while COMMAND, or anything it started that
+/// kept the descriptor, runs, even if this process is killed with SIGKILL.
+/// SIGTERM, SIGINT, SIGHUP and SIGQUIT sent to this process are passed on to
+/// COMMAND, and the lock is released only once COMMAND has exited.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// What to write into the lock file, after a space: fields {pid} and
@@ -58,7 +62,8 @@ pub fn run(args: ExecArgs) -> ExitCode {
     } else {
         options.content_template(args.content_template)
     };
-    let lock = match options.lock(&args.path) {
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut lock = match options.lock(&args.path) {
         Ok(lock) => lock,
         Err(error) => return exit::lock_error(&error),
     };
@@ -68,7 +73,24 @@ pub fn run(args: ExecArgs) -> ExitCode {
         lock.content().unwrap_or("")
     );
     let (program, program_args) = args.command.split_first().expect("clap requires COMMAND");
-    let status = Command::new(program).args(program_args).status();
+    let mut command = Command::new(program);
+    command.args(program_args);
+    #[cfg(unix)]
+    let status = {
+        // A signal that kills this process before the child exists ends the
+        // lock with it; after the spawn, the child holds it too.
+        lock.share_with(&mut command);
+        command.spawn().and_then(|mut child| {
+            let forwarding = signals::forward_to(child.id());
+            // Stop forwarding before the child is reaped, so no signal can
+            // reach another process that reuses its pid.
+            let exited = signals::wait_without_reaping(&child);
+            drop(forwarding);
+            exited.and_then(|()| child.wait())
+        })
+    };
+    // The child has exited: close our descriptor. Anything the command left
+    // running with the descriptor keeps the lock until it exits.
     lock.release();
     match status {
         Ok(status) => child_exit_code(status),
@@ -77,11 +99,10 @@ pub fn run(args: ExecArgs) -> ExitCode {
                 "lockfile: couldn't run {}: {error}",
                 program.to_string_lossy()
             );
-            // The shells' statuses for "not found" and "not executable".
             ExitCode::from(if error.kind() == io::ErrorKind::NotFound {
-                127
+                exit::NOT_FOUND
             } else {
-                126
+                exit::NOT_EXECUTABLE
             })
         }
     }
@@ -93,7 +114,92 @@ fn child_exit_code(status: std::process::ExitStatus) -> ExitCode {
     }
     #[cfg(unix)]
     if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
-        return ExitCode::from(128u8.wrapping_add(signal as u8));
+        return ExitCode::from(exit::signaled(signal));
     }
     ExitCode::FAILURE
+}
+
+/// Passing termination signals on to the command.
+#[cfg(unix)]
+mod signals {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    use signal_hook::iterator::SignalsInfo;
+    use signal_hook::iterator::exfiltrator::WithOrigin;
+    use signal_hook::low_level::siginfo::Cause;
+
+    /// The signals that ask a process to stop: the command must get them, and
+    /// this process must outlive it to hold the lock until it is gone.
+    const FORWARDED: [i32; 4] = [SIGTERM, SIGINT, SIGHUP, SIGQUIT];
+
+    /// Forwards [`FORWARDED`] to `child` until the value is dropped.
+    pub struct Forwarding {
+        handle: signal_hook::iterator::Handle,
+        thread: Option<std::thread::JoinHandle<()>>,
+    }
+
+    /// Starts forwarding. If the handlers cannot be installed the signals
+    /// keep their default action, which ends this process while the command,
+    /// which inherited the lock, holds it on: logged, not fatal.
+    pub fn forward_to(child: u32) -> Option<Forwarding> {
+        let mut signals = match SignalsInfo::<WithOrigin>::new(FORWARDED) {
+            Ok(signals) => signals,
+            Err(error) => {
+                log::warn!("cannot forward signals to the command: {error}");
+                return None;
+            }
+        };
+        let handle = signals.handle();
+        let thread = std::thread::spawn(move || {
+            for origin in signals.forever() {
+                // The terminal sends ^C, ^\ and hangups to the whole
+                // foreground process group, the command included: passing
+                // those on would deliver them twice.
+                if origin.cause == Cause::Kernel {
+                    continue;
+                }
+                log::info!("passing signal {} on to the command", origin.signal);
+                // SAFETY: kill(2) has no memory-safety preconditions. The
+                // child is not reaped before this thread is stopped, so its
+                // pid cannot have been reused.
+                unsafe { libc::kill(child as libc::pid_t, origin.signal) };
+            }
+        });
+        Some(Forwarding {
+            handle,
+            thread: Some(thread),
+        })
+    }
+
+    impl Drop for Forwarding {
+        fn drop(&mut self) {
+            self.handle.close();
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+
+    /// Waits until `child` has exited, leaving it unreaped (a zombie keeps
+    /// its pid), so that signals forwarded meanwhile can only reach it.
+    pub fn wait_without_reaping(child: &std::process::Child) -> std::io::Result<()> {
+        loop {
+            // SAFETY: waitid writes only into `info`, which outlives the call.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            let result = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    child.id() as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOWAIT,
+                )
+            };
+            if result == 0 {
+                return Ok(());
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(error);
+            }
+        }
+    }
 }

@@ -13,6 +13,20 @@ pub const IOERR: u8 = 74;
 
 /// EX_SOFTWARE: the host itself failed.
 pub const SOFTWARE: u8 = 70;
+/// EX_DATAERR: the plugin file is not something this host can run.
+pub const BAD_PLUGIN: u8 = 65;
+/// What wasmtime exits with when a plugin traps (128 + SIGABRT).
+pub const TRAPPED: u8 = 134;
+/// What timeout(1) exits with.
+pub const TIMED_OUT: u8 = 124;
+/// The shells' status for a command that was not found.
+pub const NOT_FOUND: u8 = 127;
+/// The shells' status for a command that could not be executed.
+pub const NOT_EXECUTABLE: u8 = 126;
+/// The status of a process ended by `signal`, as shells report it.
+pub fn signaled(signal: i32) -> u8 {
+    128u8.wrapping_add(signal as u8)
+}
 
 /// The status for a lock error.
 pub fn lock_error_status(error: &Error) -> u8 {

@@ -50,21 +50,15 @@ impl CompileCache {
         self.dir.join(format!("{key}.cwasm"))
     }
 
-    /// Compiles `bytes` and stores the result, returning the entry's path.
-    fn store(&self, engine: &Engine, plugin: &Path, bytes: &[u8], entry: &Path) -> Result<()> {
-        let compiled = engine
-            .precompile_component(bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| format!("cannot compile '{}'", plugin.display()))?;
+    /// Stores compiled code under `entry`.
+    fn store(&self, entry: &Path, compiled: &[u8]) -> Result<()> {
         std::fs::create_dir_all(&self.dir)
             .with_context(|| format!("cache directory '{}'", self.dir.display()))?;
         // Write then rename, so a concurrent run never loads half a file.
         let partial = entry.with_extension(format!("partial-{}", std::process::id()));
         std::fs::write(&partial, compiled)
             .with_context(|| format!("writing '{}'", partial.display()))?;
-        std::fs::rename(&partial, entry)
-            .with_context(|| format!("writing '{}'", entry.display()))?;
-        Ok(())
+        std::fs::rename(&partial, entry).with_context(|| format!("writing '{}'", entry.display()))
     }
 }
 
@@ -91,7 +85,24 @@ fn read_component(path: &Path) -> Result<Vec<u8>> {
         );
     }
     if !wasmparser::Parser::is_component(&bytes) {
-        bail!("'{}' is not a WebAssembly component", path.display());
+        let native = [
+            &b"\x7fELF"[..],
+            b"MZ",
+            b"\xcf\xfa\xed\xfe",
+            b"\xca\xfe\xba\xbe",
+        ]
+        .iter()
+        .any(|magic| bytes.starts_with(magic));
+        if native {
+            bail!(
+                "'{}' is a native executable, not a WebAssembly component: build plugins with `cargo build --target wasm32-wasip2` (`rustup target add wasm32-wasip2` first)",
+                path.display()
+            );
+        }
+        bail!(
+            "'{}' is not a WebAssembly component: build plugins with `--target wasm32-wasip2`",
+            path.display()
+        );
     }
     Ok(bytes)
 }
@@ -118,17 +129,44 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Resul
         }
     }
     log::info!("compile cache miss: compiling {}", path.display());
-    cache.store(engine, path, &bytes, &entry)?;
-    log::info!("stored {}", entry.display());
-    // SAFETY: as above, the entry was just written by `store`.
-    Ok(unsafe { Component::deserialize_file(engine, &entry) }?)
+    let compiled = precompile_bytes(engine, path, &bytes)?;
+    match cache.store(&entry, &compiled) {
+        Ok(()) => log::info!("stored {}", entry.display()),
+        // A cache is an optimisation: an unwritable one (a read-only HOME, a
+        // full disk) must not stop the plugin from running.
+        Err(error) => log::warn!("running uncached: the compile cache is unusable: {error:#}"),
+    }
+    // SAFETY: `compiled` is wasmtime's own output for this very engine.
+    Ok(unsafe { Component::deserialize(engine, &compiled) }?)
+}
+
+fn precompile_bytes(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    engine
+        .precompile_component(bytes)
+        .map_err(anyhow::Error::from)
+        .with_context(|| format!("cannot compile '{}'", path.display()))
+}
+
+/// Why [`precompile`] failed: the plugin, or the cache.
+pub enum PrecompileError {
+    /// The plugin cannot be read or compiled.
+    Plugin(anyhow::Error),
+    /// The compiled code cannot be stored.
+    Cache(anyhow::Error),
 }
 
 /// Compiles the plugin into the cache, returning the entry's path.
-pub fn precompile(engine: &Engine, path: &Path, cache: &CompileCache) -> Result<PathBuf> {
-    let bytes = read_component(path)?;
+pub fn precompile(
+    engine: &Engine,
+    path: &Path,
+    cache: &CompileCache,
+) -> Result<PathBuf, PrecompileError> {
+    let bytes = read_component(path).map_err(PrecompileError::Plugin)?;
     let entry = cache.entry(engine, &bytes);
-    cache.store(engine, path, &bytes, &entry)?;
+    let compiled = precompile_bytes(engine, path, &bytes).map_err(PrecompileError::Plugin)?;
+    cache
+        .store(&entry, &compiled)
+        .map_err(PrecompileError::Cache)?;
     Ok(entry)
 }
 

@@ -27,8 +27,12 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The plugin sees its arguments, stdin/stdout/stderr, and its lock directory
 /// read-only at /locks; no environment variables, no network, no other files
 /// unless given with --dir. It changes lock files only through the lockfile
-/// interface. Exits with the plugin's status; 75 if --singleton is held, 124
-/// if --timeout ran out, 134 if the plugin trapped (a limit included).
+/// interface.
+///
+/// Exits with the plugin's status; 64 for bad flags (nothing is touched), 65
+/// for a plugin file that cannot run, 74 for I/O errors, 75 if --singleton is
+/// held, 124 if --timeout ran out, 134 if the plugin trapped (a limit
+/// included).
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The directory the plugin's lock paths are relative to (created if missing).
@@ -62,9 +66,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = LockfileCtx::DEFAULT_MAX_LOCKS)]
     max_locks: u32,
 
+    /// How many lock files the plugin may create in the lock directory (it
+    /// can always lock files that exist); beyond: `not-permitted`.
+    #[arg(long, value_name = "N", default_value_t = LockfileCtx::DEFAULT_MAX_LOCK_FILES)]
+    max_lock_files: u32,
+
     /// The most linear memory the plugin may use, e.g. 64MiB.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     max_memory: Option<ByteSize>,
+
+    /// Log each failed lock attempt (--singleton's and the plugin's) at
+    /// ERROR, as exclusive_control does.
+    #[arg(long)]
+    log_failures: bool,
 
     /// Stop the plugin after this long (wall clock), even inside a host call.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -88,6 +102,11 @@ pub struct RunArgs {
     /// Arguments for the plugin.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+fn parse_size(text: &str) -> Result<ByteSize, String> {
+    text.parse::<ByteSize>()
+        .map_err(|_| format!("not a size: {text:?} (examples: 64MiB, 512MB, 1GiB)"))
 }
 
 fn parse_dir(text: &str) -> Result<(PathBuf, String), String> {
@@ -188,13 +207,6 @@ impl<T> Status<T> for Result<T> {
     }
 }
 
-/// EX_DATAERR: the plugin file is not something this host can run.
-const BAD_PLUGIN: u8 = 65;
-/// What wasmtime exits with when a plugin traps (128 + SIGABRT).
-const TRAPPED: u8 = 134;
-/// What timeout(1) exits with.
-const TIMED_OUT: u8 = 124;
-
 fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let name = args.name.clone().unwrap_or_else(|| {
         args.plugin
@@ -213,13 +225,13 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
         (false, Some(dir)) => Some(CompileCache::new(dir.clone())),
         (false, None) => CompileCache::default_dir().map(CompileCache::new),
     };
-    let component = plugin::load(&engine, &args.plugin, cache.as_ref()).status(BAD_PLUGIN)?;
-    let pre = instantiate_pre(&engine, &component, &args.plugin).status(BAD_PLUGIN)?;
+    let component = plugin::load(&engine, &args.plugin, cache.as_ref()).status(exit::BAD_PLUGIN)?;
+    let pre = instantiate_pre(&engine, &component, &args.plugin).status(exit::BAD_PLUGIN)?;
     log::debug!("plugin linked");
-    // Created only once the plugin is known to be runnable: bad input changes nothing.
-    std::fs::create_dir_all(&args.lock_dir)
-        .with_context(|| format!("cannot create lock directory '{}'", args.lock_dir.display()))
-        .status(exit::IOERR)?;
+    check_dirs(&args.dirs).status(exit::USAGE)?;
+    // Created only once the plugin is known to be runnable and every flag is
+    // good: bad input changes nothing.
+    create_lock_dir(&args.lock_dir).status(exit::IOERR)?;
     let mut store = new_store(&engine, &args, &name).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.
@@ -253,7 +265,7 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
                 "plugin stopped: --timeout {} exceeded",
                 humantime::format_duration(args.timeout.unwrap_or_default())
             ),
-            status: TIMED_OUT,
+            status: exit::TIMED_OUT,
         }),
         Some(Ok(Ok(()))) => Ok(ExitCode::SUCCESS),
         Some(Ok(Err(()))) => Ok(ExitCode::FAILURE),
@@ -261,10 +273,45 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
             Some(I32Exit(code)) => Ok(ExitCode::from(*code as u8)),
             None => Err(Failure {
                 error: anyhow::Error::from(error).context("plugin trapped"),
-                status: TRAPPED,
+                status: exit::TRAPPED,
             }),
         },
     }
+}
+
+/// Every `--dir` must name an existing directory before anything is created.
+fn check_dirs(dirs: &[(PathBuf, String)]) -> Result<()> {
+    for (host, guest) in dirs {
+        match std::fs::metadata(host) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => bail!(
+                "--dir {}::{guest}: '{}' is not a directory",
+                host.display(),
+                host.display()
+            ),
+            Err(error) => bail!(
+                "--dir {}::{guest}: cannot use '{}': {error} (give an existing directory)",
+                host.display(),
+                host.display()
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the lock directory if it is missing, saying plainly when the path
+/// is taken by something that is not a directory.
+fn create_lock_dir(dir: &Path) -> Result<()> {
+    if let Ok(meta) = std::fs::metadata(dir)
+        && !meta.is_dir()
+    {
+        bail!(
+            "--lock-dir '{}' is not a directory: give a directory for the plugin's lock files",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create lock directory '{}'", dir.display()))
 }
 
 fn check_lock_name(lock: &str) -> Result<()> {
@@ -280,21 +327,17 @@ fn take_singleton(args: &RunArgs, lock: &str, name: &str) -> Result<LockFile, Fa
         .content_template(&args.content_template)
         .field("plugin", name)
         .wait(args.wait.unwrap_or_default())
-        .lock_with(lock, || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-        })
+        .log_failures(args.log_failures)
+        .lock_with(lock, || lockfile_core::open_for_locking(&path))
         .map_err(|error| {
             let status = exit::lock_error_status(&error);
+            // The core error's message already ends with the system's reason:
+            // chaining it as a source would print that reason twice.
             let error = match error {
                 lockfile_core::Error::Locked { .. } | lockfile_core::Error::TimedOut { .. } => {
-                    anyhow::Error::from(error)
+                    anyhow::anyhow!("{error}")
                 }
-                other => anyhow::Error::from(other).context("--singleton"),
+                other => anyhow::anyhow!("--singleton: {other}"),
             };
             Failure { error, status }
         })
@@ -339,7 +382,9 @@ fn new_store(engine: &Engine, args: &RunArgs, name: &str) -> Result<Store<Plugin
     }
     let mut locks = LockfileCtx::builder(&args.lock_dir)
         .plugin_name(name)
-        .max_locks(args.max_locks);
+        .max_locks(args.max_locks)
+        .max_lock_files(args.max_lock_files)
+        .log_failures(args.log_failures);
     if let Some(timeout) = args.timeout {
         locks = locks.max_wait(timeout);
     }

@@ -104,7 +104,7 @@ fn a_wait_takes_the_lock_once_it_is_released() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.lock");
     let held = LockFile::lock(&path).unwrap();
-    let waiter = lockfile()
+    let mut waiter = lockfile()
         .args([
             "exec",
             "--wait",
@@ -116,9 +116,33 @@ fn a_wait_takes_the_lock_once_it_is_released() {
         .args(["--", "true"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // The waiter opens the lock file once, then retries the lock on it: once
+    // it has the file open and is still running, it is waiting for us.
+    let target = fs::canonicalize(&path).unwrap();
+    let fds = format!("/proc/{}/fd", waiter.id());
+    let start = Instant::now();
+    while !fs::read_dir(&fds).is_ok_and(|fds| {
+        fds.filter_map(|fd| fs::read_link(fd.ok()?.path()).ok())
+            .any(|open| open == target)
+    }) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the waiter never opened {path:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        waiter.try_wait().unwrap(),
+        None,
+        "the waiter did not wait for the holder"
+    );
+    assert_eq!(
+        read_content(&path).unwrap(),
+        Some(std::process::id().to_string())
+    );
     held.release();
-    let status = waiter.wait_with_output().unwrap().status;
+    let status = waiter.wait().unwrap();
     assert!(status.success());
     assert!(read_content(&path).unwrap().unwrap().starts_with("waiter "));
 }
@@ -221,7 +245,7 @@ fn command_statuses_pass_through() {
 }
 
 #[test]
-fn a_killed_holder_frees_the_lock_and_its_child_does_not_keep_it() {
+fn a_killed_holder_leaves_the_lock_with_its_command_until_it_ends() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("job.lock");
     let child_pid_file = dir.path().join("child.pid");
@@ -239,13 +263,27 @@ fn a_killed_holder_frees_the_lock_and_its_child_does_not_keep_it() {
         .parse()
         .unwrap();
 
-    holder.kill().unwrap(); // SIGKILL
+    holder.kill().unwrap(); // SIGKILL: nothing can be forwarded
     holder.wait().unwrap();
     let alive = Path::new(&format!("/proc/{child_pid}")).exists();
-    let relocked = LockFile::lock(&path);
+    let while_alive = LockFile::lock(&path);
     unsafe { libc::kill(child_pid, libc::SIGKILL) };
-    assert!(alive, "the command should outlive the killed holder");
-    relocked.expect("the killed holder's lock is free although its child lives");
+    assert!(alive, "the command outlives the killed holder");
+    assert!(
+        matches!(while_alive, Err(Error::Locked { .. })),
+        "two holders at once: the command runs on while the lock is free"
+    );
+    // The command is not our child: wait for it to be gone, then the lock is.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match LockFile::lock(&path) {
+            Ok(_) => break,
+            Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(error) => panic!("still held after the command died: {error}"),
+        }
+    }
 }
 
 #[test]

@@ -187,15 +187,32 @@ fn the_timeout_caps_a_lock_wait() {
     let s = Sandbox::new();
     fs::create_dir(s.path("locks")).unwrap();
     let _held = LockFile::lock(s.path("locks/w.lock")).unwrap();
+    let start = std::time::Instant::now();
     let out = s.run(
         &["--timeout", "300ms"],
         LOCKCTL_COMPONENT,
         &["lock", "w.lock", "{pid}", "600000"],
     );
+    // The run's clock starts before the plugin is instantiated, the wait's
+    // cap (max_wait = the same 300ms) only when the plugin asks for the lock:
+    // the timeout ends the run first, while the plugin is still waiting.
+    assert_eq!(
+        (
+            out.status.code(),
+            stderr(&out).as_str(),
+            stdout(&out).as_str()
+        ),
+        (
+            Some(124),
+            "lockfile: plugin stopped: --timeout 300ms exceeded\n",
+            ""
+        ),
+        "the 600 s wait was not stopped by --timeout"
+    );
     assert!(
-        matches!(out.status.code(), Some(0) | Some(124)),
-        "{}",
-        stderr(&out)
+        start.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
     );
 }
 
@@ -205,7 +222,7 @@ fn the_memory_limit_traps_with_its_name() {
     let out = s.run(
         &["--max-memory", "4MiB"],
         LOCKCTL_COMPONENT,
-        &["lock", "m.lock", "{pid}", "0", "alloc", "16"],
+        &["lock", "m.lock", "memory", "0", "alloc", "16"],
     );
     assert_eq!(out.status.code(), Some(134), "{}", stderr(&out));
     assert!(
@@ -213,13 +230,8 @@ fn the_memory_limit_traps_with_its_name() {
         "{}",
         stderr(&out)
     );
-    assert_eq!(
-        stdout(&out),
-        format!(
-            "locked {}\n",
-            stdout(&out).trim_start_matches("locked ").trim_end()
-        )
-    );
+    // The lock step ran; the allocation trapped before printing.
+    assert_eq!(stdout(&out), "locked memory\n");
     LockFile::lock(s.path("locks/m.lock")).unwrap();
     let out = s.run(
         &["--max-memory", "64MiB"],
@@ -308,9 +320,9 @@ fn hostile_lock_paths_are_refused() {
     );
     assert_eq!(
         stdout(&out),
-        "error not permitted: '../x' leads outside the lock directory\n\
-         error not permitted: 'up/x' leads outside the lock directory\n\
-         error not permitted: '/etc/passwd' leads outside the lock directory\n"
+        "error not permitted: '../x' leads outside the lock directory: its '..' climbs above it\n\
+         error not permitted: 'up/x' leads outside the lock directory (through a symbolic link)\n\
+         error not permitted: '/etc/passwd' is absolute: lock paths are relative to the lock directory (try 'etc/passwd')\n"
     );
     assert!(!s.path("x").exists());
 }
@@ -353,10 +365,20 @@ fn the_plugin_sees_no_environment_and_no_other_files() {
     let out = s.run(
         &[],
         LOCKCTL_COMPONENT,
-        &["cat", "/etc/hostname", "write", "/tmp/x", "y"],
+        &["cat", "/etc/hostname", "write", "/tmp/x", "y", "env"],
     );
-    let lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
-    assert!(lines.iter().all(|l| l.starts_with("error ")), "{lines:?}");
+    assert!(
+        std::env::vars_os().count() > 0,
+        "lockfile inherits this environment"
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // No preopen covers /etc or /tmp: WASI's ENOENT (44) for both.
+    assert_eq!(
+        stdout(&out),
+        "error No such file or directory (os error 44)\n\
+         error No such file or directory (os error 44)\n\
+         env 0\n"
+    );
 }
 
 #[test]
@@ -388,6 +410,10 @@ fn bad_plugin_files_get_one_clear_line() {
             "is a core WebAssembly module, not a component",
         ),
         (s.path("text.wasm"), "is not a WebAssembly component"),
+        (
+            env!("CARGO_BIN_EXE_lockfile").into(),
+            "is a native executable, not a WebAssembly component: build plugins with `cargo build --target wasm32-wasip2`",
+        ),
         (
             s.path("library.wasm"),
             "is not a command: it does not export wasi:cli/run",
@@ -458,4 +484,152 @@ fn hostname() -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+#[test]
+fn a_missing_extra_directory_exits_64_and_creates_nothing() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--dir", "/missing-dir-for-lockfile-tests::/data"],
+        LOCKCTL_COMPONENT,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .starts_with("lockfile: --dir /missing-dir-for-lockfile-tests::/data: cannot use"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.path("locks").exists(), "64 promises nothing touched");
+}
+
+#[test]
+fn a_lock_dir_that_is_a_file_says_so() {
+    let s = Sandbox::new();
+    fs::write(s.path("locks"), "").unwrap();
+    let out = s.run(&[], LOCKCTL_COMPONENT, &[]);
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "lockfile: --lock-dir '{}' is not a directory: give a directory for the plugin's lock files\n",
+            s.path("locks").display()
+        )
+    );
+}
+
+#[test]
+fn an_unusable_compile_cache_warns_and_runs_uncached() {
+    let s = Sandbox::new();
+    // Root can write anywhere: a cache directory beneath a regular file is
+    // unusable for everyone.
+    fs::write(s.path("not-a-dir"), "").unwrap();
+    let cache = s.path("not-a-dir/cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .args(["run", "--lock-dir"])
+        .arg(s.path("locks"))
+        .arg("--cache-dir")
+        .arg(&cache)
+        .arg(LOCKCTL_COMPONENT)
+        .args(["lock", "a.lock", "cached-not", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "locked cached-not\n");
+    let warnings: Vec<_> = stderr(&out)
+        .lines()
+        .filter(|line| line.contains("running uncached: the compile cache is unusable"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", stderr(&out));
+
+    // `lockfile compile` exists to fill the cache: there it is an I/O error,
+    // not a bad plugin.
+    let out = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .args(["compile", "--cache-dir"])
+        .arg(&cache)
+        .arg(LOCKCTL_COMPONENT)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("lockfile: the compile cache is unusable: cache directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_singleton_error_names_the_system_reason_once() {
+    let s = Sandbox::new();
+    fs::create_dir_all(s.path("locks/run.lock")).unwrap();
+    let out = s.run(
+        &["--singleton", "run.lock"],
+        LOCKCTL_COMPONENT,
+        &["touch", "x"],
+    );
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
+    assert!(
+        err.starts_with("lockfile: --singleton: couldn't open 'run.lock'"),
+        "{err}"
+    );
+}
+
+#[test]
+fn max_lock_files_is_passed_to_the_plugin() {
+    let s = Sandbox::new();
+    let out = s.run(
+        &["--max-lock-files", "3"],
+        LOCKCTL_COMPONENT,
+        &["create-many", "10"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "created 3\nerror not permitted: this plugin may create at most 3 lock files and has created them all: reuse existing lock names\n"
+    );
+    assert_eq!(fs::read_dir(s.path("locks")).unwrap().count(), 3);
+}
+
+#[test]
+fn a_bad_size_gives_examples() {
+    let s = Sandbox::new();
+    let out = s.run(&["--max-memory", "lots"], LOCKCTL_COMPONENT, &[]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        stderr(&out).contains("not a size: \"lots\" (examples: 64MiB, 512MB, 1GiB)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!s.path("locks").exists());
+}
+
+#[test]
+fn log_failures_logs_a_held_singleton() {
+    let s = Sandbox::new();
+    fs::create_dir(s.path("locks")).unwrap();
+    let _held = lockfile_core::LockOptions::new()
+        .content_template("other")
+        .lock(s.path("locks/run.lock"))
+        .unwrap();
+    let out = s.run(
+        &["--singleton", "run.lock", "--log-failures"],
+        LOCKCTL_COMPONENT,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|line| line.ends_with("Error locking file run.lock; pid=other")),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("Couldn't lock 'run.lock': held by other\n"),
+        "{err}"
+    );
 }

@@ -1,14 +1,11 @@
 //! Reading what a lock file's holder wrote, without locking.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::Path;
 
+use crate::template::MAX_RECORD;
 use crate::{Error, sys};
-
-/// Reads at most this much: a holder record is one short line, and a failed
-/// try reads it every time.
-const MAX_RECORD: usize = 1024;
 
 /// Reads what the holder wrote into the lock file at `path`, without locking it.
 ///
@@ -17,7 +14,11 @@ const MAX_RECORD: usize = 1024;
 /// empty template). Taking no lock, it never makes a concurrent taker fail.
 pub fn read_content(path: impl AsRef<Path>) -> Result<Option<String>, Error> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut options = OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, sys::OPEN_NONBLOCK);
+    let file = options.open(path).map_err(|e| Error::io("open", path, e))?;
     read_content_from(&file).map_err(|e| Error::io("read", path, e))
 }
 
@@ -25,7 +26,7 @@ pub fn read_content(path: impl AsRef<Path>) -> Result<Option<String>, Error> {
 /// a capability-confined directory).
 pub fn read_content_from(file: &File) -> io::Result<Option<String>> {
     let mut buf = [0; MAX_RECORD];
-    let len = sys::read_at_start(file, &mut buf)?;
+    let len = sys::read_at_start(file, &mut buf).map_err(|e| sys::explain(file, e))?;
     Ok(parse_record(&buf[..len]))
 }
 

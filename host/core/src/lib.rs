@@ -32,7 +32,9 @@
 //! - files are opened close-on-exec, and only the process that took a lock
 //!   unlocks it, so a forked child cannot release its parent's lock;
 //! - it can wait for the lock ([`LockOptions::wait`]), as yg.lockfile does,
-//!   without ever deleting the file.
+//!   without ever deleting the file, and without polling it every few
+//!   milliseconds: on Linux a waiter sleeps until the file is closed
+//!   ([`ReleaseWatch`]), and polls only every [`FALLBACK_POLL`].
 //!
 //! Locks use std's `File::try_lock`: flock(2) on Unix. std adopted fs2's API in
 //! Rust 1.89; fs2 itself is unmaintained and its `FileExt` methods are now
@@ -42,15 +44,17 @@
 
 #![deny(missing_docs)]
 
-mod backoff;
 mod content;
 mod error;
 mod lock;
+mod lock_path;
 mod sys;
 mod template;
+mod wait;
 
-pub use backoff::Backoff;
 pub use content::{read_content, read_content_from};
 pub use error::Error;
-pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
-pub use template::TemplateError;
+pub use lock::{Attempt, LockFile, LockOptions, PendingLock, open_for_locking};
+pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
+pub use template::{MAX_RECORD, TemplateError};
+pub use wait::{FALLBACK_POLL, ReleaseWatch};

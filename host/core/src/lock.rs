@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Backoff, Error, content, sys, template};
+use crate::{Error, FALLBACK_POLL, ReleaseWatch, TemplateError, content, sys, template};
 
 /// The fields every template may use.
 const BUILTIN_FIELDS: [&str; 2] = ["pid", "hostname"];
@@ -22,6 +22,10 @@ pub struct LockFile {
     /// `" " + content + "\n"`, as written into the file.
     record: Option<String>,
     owner: u32,
+    /// Shared with a child process through [`LockFile::share_with`]: the lock
+    /// then lives as long as any process holding the file, so it is closed,
+    /// never explicitly unlocked.
+    shared: bool,
 }
 
 impl LockFile {
@@ -44,6 +48,18 @@ impl LockFile {
 
     /// Unlocks and closes the file. Dropping the value does the same.
     pub fn release(self) {}
+
+    /// Lets the process that `command` starts inherit this lock, as flock(1)
+    /// lets its command: the lock then stays held while that process, or
+    /// anything it starts that keeps the descriptor, runs, even if this
+    /// process is killed; and releasing here only closes this process's
+    /// descriptor. Other children spawned meanwhile inherit nothing: only
+    /// `command`'s child clears close-on-exec, after it forks.
+    #[cfg(unix)]
+    pub fn share_with(&mut self, command: &mut std::process::Command) {
+        sys::inherit_in_child(&self.file, command);
+        self.shared = true;
+    }
 }
 
 impl Drop for LockFile {
@@ -51,7 +67,7 @@ impl Drop for LockFile {
         // flock locks belong to the open file description, which a forked child
         // shares: only the process that took the lock may unlock it. Closing
         // alone never releases a lock that another process still shares.
-        if self.owner == std::process::id() {
+        if self.owner == std::process::id() && !self.shared {
             let _ = sys::unlock(&self.file);
         }
     }
@@ -116,6 +132,14 @@ impl LockOptions {
 
     /// Retries until `wait` has passed (yg.lockfile's timeout). Zero, the
     /// default, tries once.
+    ///
+    /// A waiter sleeps until the file is closed (on Linux, through a
+    /// [`ReleaseWatch`]), which is when holders release: it takes the lock
+    /// within microseconds of that. Otherwise it tries only every
+    /// [`FALLBACK_POLL`] (for holders that unlock without closing, and file
+    /// systems without notifications), and once more at the deadline. It
+    /// makes only non-blocking tries, all on the calling thread, so once it
+    /// has given up it cannot take the lock late.
     pub fn wait(mut self, wait: Duration) -> Self {
         self.wait = wait;
         self
@@ -167,17 +191,37 @@ impl LockOptions {
                 Attempt::Held(pending) => Err(pending.into_error()),
             };
         }
-        let start = Instant::now();
-        let mut backoff = Backoff::new();
+        // Only non-blocking tries, all on this thread: once this returns, the
+        // waiter can no longer take the lock (see the `wait` module). The watch
+        // exists before the first try, so a release right after it is seen.
+        let mut watch = pending.release_watch().ok();
+        // A wait too long for the clock (Duration::MAX) never ends.
+        let deadline = Instant::now().checked_add(self.wait);
         loop {
             pending = match pending.try_lock()? {
                 Attempt::Taken(lock) => return Ok(lock),
                 Attempt::Held(pending) => pending,
             };
-            let Some(delay) = backoff.delay(start, self.wait) else {
-                return Err(pending.into_error());
+            // Sleep at most until the deadline, so the last try is made on it.
+            let sleep = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => FALLBACK_POLL,
             };
-            std::thread::sleep(delay);
+            if sleep.is_zero() {
+                return Err(pending.into_error());
+            }
+            let sleep = sleep.min(FALLBACK_POLL);
+            match &mut watch {
+                Some(releases) => {
+                    if let Err(error) = releases.wait(sleep) {
+                        // Polling from now on, rather than spinning on a
+                        // broken watch.
+                        log::debug!(target: "lockfile", "waits poll: {error}");
+                        watch = None;
+                    }
+                }
+                None => std::thread::sleep(sleep),
+            }
         }
     }
 
@@ -209,6 +253,7 @@ impl LockOptions {
         let Some(template) = &self.template else {
             return Ok(None);
         };
+        TemplateError::check_len(template)?;
         let extended: Vec<&str>;
         let known: &[&str] = if self.fields.is_empty() {
             &BUILTIN_FIELDS
@@ -244,6 +289,7 @@ impl LockOptions {
             Ok::<_, Error>(())
         })?;
         record.push('\n');
+        TemplateError::check_record(template, &record)?;
         Ok(Some(record))
     }
 }
@@ -253,16 +299,20 @@ fn record_content(record: &str) -> &str {
     &record[1..record.len() - 1]
 }
 
+/// Opens a lock file as [`LockOptions::lock`] does, for
+/// [`LockOptions::lock_with`] callers that only want another name in errors.
+///
 /// zc.lockfile opens with `'r+'` and falls back to `'a+'`; read-write-create
 /// without truncation is the same minus the append mode that let it write a
-/// second record. std sets close-on-exec, so children never inherit the lock.
-fn open_for_locking(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+/// second record. std sets close-on-exec, so children never inherit the lock;
+/// the open never blocks, so a FIFO in the file's place is an error, not a
+/// hang.
+pub fn open_for_locking(path: &Path) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, sys::OPEN_NONBLOCK);
+    options.open(path)
 }
 
 /// The hostname changes far less often than locks are taken: look it up once.
@@ -300,7 +350,9 @@ impl PendingLock {
     /// truncates after it and returns the lock; if writing fails the lock is
     /// released and the error returned, so no half-made lock stays behind.
     pub fn try_lock(self) -> Result<Attempt, Error> {
-        if !sys::try_lock(&self.file).map_err(|e| Error::io("lock", &self.path, e))? {
+        let locked = sys::try_lock(&self.file)
+            .map_err(|e| Error::io("lock", &self.path, sys::explain(&self.file, e)))?;
+        if !locked {
             return Ok(Attempt::Held(self));
         }
         let lock = LockFile {
@@ -308,11 +360,19 @@ impl PendingLock {
             path: self.path,
             record: self.record,
             owner: std::process::id(),
+            shared: false,
         };
         if let Some(record) = &lock.record {
-            sys::write_at_start(&lock.file, record.as_bytes())
-                .and_then(|()| lock.file.set_len(record.len() as u64))
-                .map_err(|e| Error::io("write the holder into", &lock.path, e))?;
+            let written = sys::write_at_start(&lock.file, record.as_bytes())
+                .and_then(|()| lock.file.set_len(record.len() as u64));
+            if let Err(error) = written {
+                // A full disk can take part of the record: leave no half of
+                // one for readers (shrinking needs no space). `lock` unlocks
+                // as it is dropped.
+                let _ = lock.file.set_len(0);
+                let error = sys::explain(&lock.file, error);
+                return Err(Error::io("write the holder into", &lock.path, error));
+            }
         }
         Ok(Attempt::Taken(lock))
     }
@@ -320,6 +380,21 @@ impl PendingLock {
     /// The lock file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A [`ReleaseWatch`] on this file, for hosts that wait their own way:
+    /// create it before the first [`try_lock`](Self::try_lock), try again
+    /// each time it reports a close, and at least every [`FALLBACK_POLL`].
+    /// Logs why at DEBUG if it fails (no inotify, no `/proc`, too many
+    /// instances): the caller then polls alone.
+    pub fn release_watch(&self) -> io::Result<ReleaseWatch> {
+        ReleaseWatch::new(&self.file).inspect_err(|error| {
+            log::debug!(
+                target: "lockfile",
+                "no release notifications for {}: {error}; polling every {FALLBACK_POLL:?}",
+                self.path.display()
+            );
+        })
     }
 
     /// Gives up: [`Error::Locked`] after a single try, [`Error::TimedOut`] when

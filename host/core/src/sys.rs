@@ -43,6 +43,281 @@ pub(crate) fn read_at_start(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     }
 }
 
+/// Makes the child that `command` forks keep `file` open across its exec
+/// (it is close-on-exec everywhere else), so the child holds the lock too.
+#[cfg(unix)]
+pub(crate) fn inherit_in_child(file: &File, command: &mut std::process::Command) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = file.as_raw_fd();
+    // SAFETY: runs in the forked child before exec, and calls only fcntl,
+    // which is async-signal-safe; `fd` stays open in the parent until the
+    // child is spawned, because `file` outlives the spawn.
+    unsafe {
+        command.pre_exec(move || {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags == -1 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Added to every open of a lock file: a FIFO put where a lock file should be
+/// would otherwise block an open (for reading, or elsewhere for writing) until
+/// a peer comes. Regular files ignore it.
+#[cfg(unix)]
+pub(crate) const OPEN_NONBLOCK: i32 = libc::O_NONBLOCK;
+
+/// Says what is wrong when a lock file turns out not to be a regular file (a
+/// FIFO, a socket, a device): the system's own word for it, such as "Illegal
+/// seek", does not. Only called on a failure, so success pays nothing.
+pub(crate) fn explain(file: &File, error: io::Error) -> io::Error {
+    match file.metadata() {
+        Ok(meta) if !meta.is_file() => io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "not a regular file but {}: lock files must be plain files",
+                file_kind(&meta.file_type())
+            ),
+        ),
+        _ => error,
+    }
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a FIFO";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+    }
+    if kind.is_dir() {
+        "a directory"
+    } else {
+        "something else"
+    }
+}
+
+/// inotify, which tells a waiter when the lock file is closed: every holder we
+/// know releases by closing (zc.lockfile's `close()`, flock(1)'s exit, our own
+/// drop). These are the only OS calls of [`crate::ReleaseWatch`]; without
+/// inotify (other systems) there is no watch, and waits poll.
+///
+/// Plain `libc` rather than the `inotify` crate: the watch needs five calls
+/// (`inotify_init1`, `inotify_add_watch`, `inotify_rm_watch`, `ppoll`, `read`),
+/// the crate adds no timeout to its blocking read, so `ppoll` would be ours
+/// anyway, and it closes its instance where it is dropped, which is what must
+/// not happen here (see [`watch::Watch`]); `libc` is already a dependency.
+#[cfg(target_os = "linux")]
+pub(crate) mod watch {
+    use std::ffi::CString;
+    use std::fs::File;
+    use std::io;
+    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+    use std::sync::OnceLock;
+    use std::sync::mpsc::{self, Sender};
+    use std::time::Duration;
+
+    /// The events that mean "someone closed the file": the last close of a
+    /// holder's descriptor is where flock locks are released.
+    const CLOSES: u32 = libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE;
+
+    /// An inotify instance watching one file for closes.
+    ///
+    /// Dropping it removes the watch at once (microseconds) but leaves closing
+    /// the instance to a background thread: the kernel's close of an inotify
+    /// instance that had a watch waits for the marks' destruction (an SRCU
+    /// grace period after a delayed work item), 10-25 ms on a 2-core VM. In
+    /// line, that would be added to every handover, and would block an async
+    /// executor thread.
+    #[derive(Debug)]
+    pub(crate) struct Watch {
+        /// `None` only once dropped.
+        inotify: Option<OwnedFd>,
+        wd: libc::c_int,
+    }
+
+    impl AsFd for Watch {
+        fn as_fd(&self) -> BorrowedFd<'_> {
+            self.inotify.as_ref().expect("open until dropped").as_fd()
+        }
+    }
+
+    impl Drop for Watch {
+        fn drop(&mut self) {
+            let Some(inotify) = self.inotify.take() else {
+                return;
+            };
+            // No more events, and the mark is queued for destruction now, so
+            // that the deferred close finds little left to wait for. Fails
+            // harmlessly if the kernel already removed the watch.
+            // SAFETY: plain call on a descriptor we own.
+            unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), self.wd) };
+            close_later(inotify);
+        }
+    }
+
+    /// Hands `inotify` to the closing thread, started on first use; closes it
+    /// here if that thread cannot be started.
+    fn close_later(inotify: OwnedFd) {
+        static CLOSER: OnceLock<Option<Sender<OwnedFd>>> = OnceLock::new();
+        let closer = CLOSER.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel::<OwnedFd>();
+            std::thread::Builder::new()
+                .name("lockfile-inotify-close".into())
+                .spawn(move || {
+                    // Blocked in recv while there is nothing to close. Takes
+                    // whatever piled up while the last close waited: after one
+                    // slow close, the rest of a batch closes quickly.
+                    while let Ok(first) = receiver.recv() {
+                        drop(first);
+                        receiver.try_iter().for_each(drop);
+                    }
+                })
+                .inspect_err(|e| log::debug!(target: "lockfile", "closing watches in line: {e}"))
+                .ok()
+                .map(|_| sender)
+        });
+        if let Some(Err(mpsc::SendError(inotify))) = closer.as_ref().map(|c| c.send(inotify)) {
+            drop(inotify);
+        }
+    }
+
+    /// A new non-blocking, close-on-exec inotify instance watching `file`'s
+    /// inode for closes.
+    ///
+    /// The watch is added through `/proc/self/fd/<fd>`: `inotify_add_watch`
+    /// follows that magic link to the open file's inode, so it works for files
+    /// whose path we never knew (opened beneath a cap-std directory), and stays
+    /// on the right inode if the path was renamed or replaced since. Fails
+    /// (and the caller falls back to polling) without `/proc`, or once the
+    /// user's `fs.inotify.max_user_instances` (128 by default) are in use.
+    pub(crate) fn watch_closes(file: &File) -> io::Result<Watch> {
+        // SAFETY: takes no pointers; returns a new descriptor or -1.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor just created for us alone.
+        let inotify = unsafe { OwnedFd::from_raw_fd(raw) };
+        let link = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .expect("a formatted number has no NUL");
+        // SAFETY: both descriptors are open and `link` is NUL-terminated.
+        let wd = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), link.as_ptr(), CLOSES) };
+        if wd < 0 {
+            // Closing an instance that never had a watch is quick.
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Watch {
+            inotify: Some(inotify),
+            wd,
+        })
+    }
+
+    /// Sleeps until `watch` is readable or `timeout` has passed; `Ok(true)` if
+    /// it is readable. A signal ends the sleep early with `Ok(false)`. `ppoll`
+    /// rather than `poll`: its timeout has nanoseconds, so a wait ends on its
+    /// deadline rather than up to a millisecond after it.
+    pub(crate) fn wait_readable(watch: &Watch, timeout: Duration) -> io::Result<bool> {
+        let mut pollfd = libc::pollfd {
+            fd: watch.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let timespec = libc::timespec {
+            // Waits are at most one fallback interval: far below time_t's range.
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        let ready = unsafe { libc::ppoll(&mut pollfd, 1, &timespec, std::ptr::null()) };
+        if ready < 0 {
+            let error = io::Error::last_os_error();
+            return match error.kind() {
+                io::ErrorKind::Interrupted => Ok(false),
+                _ => Err(error),
+            };
+        }
+        Ok(ready > 0)
+    }
+
+    /// Reads every pending event without blocking; returns how many there were.
+    pub(crate) fn drain(watch: &Watch) -> io::Result<usize> {
+        /// inotify_event records are read whole and 4-aligned; 4 KiB holds
+        /// 256 of the name-less events a watch on a file produces.
+        #[repr(C, align(8))]
+        struct Buffer([u8; 4096]);
+        const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+
+        let fd = watch.as_fd().as_raw_fd();
+        let mut buffer = Buffer([0; 4096]);
+        let mut events = 0;
+        loop {
+            // SAFETY: writes at most the buffer's length into it.
+            let read = unsafe { libc::read(fd, buffer.0.as_mut_ptr().cast(), buffer.0.len()) };
+            if read < 0 {
+                let error = io::Error::last_os_error();
+                match error.kind() {
+                    io::ErrorKind::WouldBlock => return Ok(events),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => return Err(error),
+                }
+            }
+            let read = read as usize;
+            if read == 0 {
+                return Ok(events);
+            }
+            let mut at = 0;
+            while at + HEADER <= read {
+                // The `len` field (name length) is the header's last u32.
+                let len = u32::from_ne_bytes(
+                    buffer.0[at + HEADER - 4..at + HEADER]
+                        .try_into()
+                        .expect("four bytes"),
+                );
+                at += HEADER + len as usize;
+                events += 1;
+            }
+        }
+    }
+}
+
+/// No release notifications here: no watch can be made, so the functions that
+/// take one are never reached.
+#[cfg(not(target_os = "linux"))]
+pub(crate) mod watch {
+    use std::fs::File;
+    use std::io;
+    use std::time::Duration;
+
+    /// No watch can exist.
+    pub(crate) type Watch = std::convert::Infallible;
+
+    pub(crate) fn watch_closes(_: &File) -> io::Result<Watch> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "no release notifications on this system: waits poll",
+        ))
+    }
+
+    pub(crate) fn wait_readable(watch: &Watch, _: Duration) -> io::Result<bool> {
+        match *watch {}
+    }
+
+    pub(crate) fn drain(watch: &Watch) -> io::Result<usize> {
+        match *watch {}
+    }
+}
+
 #[cfg(not(unix))]
 compile_error!(
     "lockfile-core has a Unix backend only; a Windows one must lock byte 0 (not the whole file, as std does) so others can still read the holder"

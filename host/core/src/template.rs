@@ -2,12 +2,29 @@
 //! `content_template` uses in practice: `{name}` fields, and `{{` and `}}` for
 //! literal braces. Format specs and conversions (`{pid:>5}`, `{pid!r}`) and
 //! positional fields (`{}`, `{0}`) are rejected rather than half-supported.
+//!
+//! Templates come from plugins, so both the template and what it renders to
+//! are bounded by [`MAX_RECORD`]: a record is one short line that every reader
+//! reads whole with one read of that size.
+
+/// The most bytes a holder record may take, with its leading space and its
+/// newline: readers (`read_content`, `inspect`, a `Locked` error) read exactly
+/// this much. Templates are held to the same size.
+pub const MAX_RECORD: usize = 1024;
+
+/// How much of a refused template an error quotes: enough to recognise it,
+/// never the whole of a hostile one.
+const QUOTED: usize = 64;
 
 /// Why a content template was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// The template names a field that is not known.
-    #[error("unknown field {{{field}}} in content template {template:?} (known: {known})")]
+    #[error(
+        "unknown field {} in content template {} (known: {known})",
+        Field(field),
+        Quoted(template)
+    )]
     UnknownField {
         /// The whole template.
         template: String,
@@ -18,7 +35,8 @@ pub enum TemplateError {
     },
     /// A `{` without its `}`, or a `}` that closes nothing.
     #[error(
-        "single '{brace}' at byte {offset} of content template {template:?} (write '{brace}{brace}' for a literal brace)"
+        "single '{brace}' at byte {offset} of content template {} (write '{brace}{brace}' for a literal brace)",
+        Quoted(template)
     )]
     UnmatchedBrace {
         /// The whole template.
@@ -28,6 +46,96 @@ pub enum TemplateError {
         /// Its byte offset in the template.
         offset: usize,
     },
+    /// The template, or the record it renders to, is longer than
+    /// [`MAX_RECORD`] bytes.
+    #[error(
+        "content template {} is too long: {len} bytes {what}, the most is {MAX_RECORD} (keep lock records to one short line)",
+        Quoted(template)
+    )]
+    TooLong {
+        /// The whole template.
+        template: String,
+        /// `"as written"` or `"once rendered"`.
+        what: &'static str,
+        /// Its length, or its record's, in bytes.
+        len: usize,
+    },
+    /// The rendered content has a line break in it: a record is one line,
+    /// and readers stop at the first newline.
+    #[error(
+        "content template {} renders to more than one line (a field value holds a newline); lock records are one line",
+        Quoted(template)
+    )]
+    MultiLine {
+        /// The whole template.
+        template: String,
+    },
+}
+
+impl TemplateError {
+    /// Refuses a template longer than [`MAX_RECORD`] before rendering it.
+    pub(crate) fn check_len(template: &str) -> Result<(), Self> {
+        if template.len() > MAX_RECORD {
+            return Err(Self::TooLong {
+                template: template.to_owned(),
+                what: "as written",
+                len: template.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a rendered record (`" " + content + "\n"`) that is too long or
+    /// holds a line break.
+    pub(crate) fn check_record(template: &str, record: &str) -> Result<(), Self> {
+        if record.len() > MAX_RECORD {
+            return Err(Self::TooLong {
+                template: template.to_owned(),
+                what: "once rendered",
+                len: record.len(),
+            });
+        }
+        if record[..record.len() - 1].contains(['\n', '\r']) {
+            return Err(Self::MultiLine {
+                template: template.to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A template quoted in an error: in full when short, else its start.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match start(self.0) {
+            Some(start) => write!(f, "{start:?}... ({} bytes)", self.0.len()),
+            None => write!(f, "{:?}", self.0),
+        }
+    }
+}
+
+/// A field name in an error, in braces: in full when short, else its start.
+struct Field<'a>(&'a str);
+
+impl std::fmt::Display for Field<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match start(self.0) {
+            Some(start) => write!(f, "{{{start}...}}"),
+            None => write!(f, "{{{}}}", self.0),
+        }
+    }
+}
+
+/// The first [`QUOTED`] bytes of `text` (at a character boundary), or `None`
+/// when it is no longer than that.
+fn start(text: &str) -> Option<&str> {
+    if text.len() <= QUOTED {
+        return None;
+    }
+    let end = (0..=QUOTED).rev().find(|&i| text.is_char_boundary(i));
+    Some(&text[..end.unwrap_or(0)])
 }
 
 /// Renders `template` onto `out` in one pass, asking `value` to append each

@@ -6,6 +6,8 @@ use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use wasmtime::component::ResourceTable;
 
+use crate::sandbox::FileBudget;
+
 /// What one plugin instance may lock: its lock directory, its name, its limits.
 ///
 /// Owned by the store's data, one per plugin instance; build it with
@@ -19,18 +21,35 @@ pub struct LockfileCtx {
     pub(crate) log_failures: bool,
     pub(crate) hostname: Option<String>,
     pub(crate) live_locks: u32,
+    pub(crate) files: FileBudget,
 }
 
 impl LockfileCtx {
     /// The default for [`LockfileCtxBuilder::max_locks`].
     pub const DEFAULT_MAX_LOCKS: u32 = 64;
 
-    /// Starts a context whose plugin may lock files beneath `lock_dir` only.
+    /// The default for [`LockfileCtxBuilder::max_lock_files`].
+    pub const DEFAULT_MAX_LOCK_FILES: u32 = 256;
+
+    /// Starts a context whose plugin may lock files beneath `lock_dir` only;
+    /// [`build`](LockfileCtxBuilder::build) opens it.
     pub fn builder(lock_dir: impl Into<PathBuf>) -> LockfileCtxBuilder {
+        Self::builder_from(LockDir::Path(lock_dir.into()))
+    }
+
+    /// Like [`builder`](Self::builder), for a directory the host has already
+    /// opened (as cap-std's constructors take one): the plugin's paths are
+    /// resolved beneath `lock_dir`, wherever it is.
+    pub fn builder_for_dir(lock_dir: Dir) -> LockfileCtxBuilder {
+        Self::builder_from(LockDir::Open(lock_dir))
+    }
+
+    fn builder_from(lock_dir: LockDir) -> LockfileCtxBuilder {
         LockfileCtxBuilder {
-            lock_dir: lock_dir.into(),
+            lock_dir,
             plugin: String::new(),
             max_locks: Self::DEFAULT_MAX_LOCKS,
+            max_lock_files: Self::DEFAULT_MAX_LOCK_FILES,
             max_wait: None,
             log_failures: false,
             hostname: None,
@@ -41,14 +60,27 @@ impl LockfileCtx {
     pub fn live_locks(&self) -> u32 {
         self.live_locks
     }
+
+    /// How many lock files the plugin has created so far.
+    pub fn created_lock_files(&self) -> u32 {
+        self.files.created
+    }
+}
+
+/// The lock directory, by path or already open.
+#[derive(Debug)]
+enum LockDir {
+    Path(PathBuf),
+    Open(Dir),
 }
 
 /// Configures a [`LockfileCtx`].
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LockfileCtxBuilder {
-    lock_dir: PathBuf,
+    lock_dir: LockDir,
     plugin: String,
     max_locks: u32,
+    max_lock_files: u32,
     max_wait: Option<Duration>,
     log_failures: bool,
     hostname: Option<String>,
@@ -67,6 +99,16 @@ impl LockfileCtxBuilder {
     /// [`LockfileCtx::DEFAULT_MAX_LOCKS`].
     pub fn max_locks(mut self, max: u32) -> Self {
         self.max_locks = max;
+        self
+    }
+
+    /// How many lock files the plugin may create in the lock directory over
+    /// its lifetime (files that already exist can always be locked); beyond
+    /// it, `acquire` of a missing file fails with `not-permitted`. With the
+    /// record cap of 1 KiB this bounds what a plugin leaves on the host's
+    /// disk. Default [`LockfileCtx::DEFAULT_MAX_LOCK_FILES`].
+    pub fn max_lock_files(mut self, max: u32) -> Self {
+        self.max_lock_files = max;
         self
     }
 
@@ -94,7 +136,10 @@ impl LockfileCtxBuilder {
 
     /// Opens the lock directory. Fails if it is missing or not a directory.
     pub fn build(self) -> io::Result<LockfileCtx> {
-        let dir = open_dir(&self.lock_dir)?;
+        let dir = match self.lock_dir {
+            LockDir::Path(path) => open_dir(&path)?,
+            LockDir::Open(dir) => dir,
+        };
         Ok(LockfileCtx {
             dir,
             plugin: self.plugin,
@@ -103,6 +148,10 @@ impl LockfileCtxBuilder {
             log_failures: self.log_failures,
             hostname: self.hostname,
             live_locks: 0,
+            files: FileBudget {
+                created: 0,
+                max: self.max_lock_files,
+            },
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use lockfile_core::{Attempt, Backoff, LockFile, LockOptions};
+use lockfile_core::{Attempt, FALLBACK_POLL, LockFile, LockOptions, PendingLock};
 use wasmtime::component::Resource;
 
 use crate::bindings::r#async::lockfile::lockfile::lockfile as async_api;
@@ -33,6 +33,12 @@ impl Failure {
         match error {
             lockfile_core::Error::Io { ref source, .. } if sandbox::is_escape(source) => {
                 Self::NotPermitted(sandbox::escape_message(path))
+            }
+            lockfile_core::Error::Io { ref source, .. } => {
+                match sandbox::is_creation_limit(source) {
+                    Some(message) => Self::NotPermitted(message),
+                    None => Self::Lock(error),
+                }
             }
             other => Self::Lock(other),
         }
@@ -78,14 +84,18 @@ impl LockfileCtxView<'_> {
         wait_ms: u64,
     ) -> Result<LockFile, Failure> {
         let options = self.start_acquire(path, template, wait_ms)?;
-        let dir = &self.ctx.dir;
+        let (dir, files) = (&self.ctx.dir, &mut self.ctx.files);
         options
-            .lock_with(path, || sandbox::open_for_locking(dir, path))
+            .lock_with(path, || sandbox::open_for_locking(dir, path, files))
             .map_err(|e| Failure::from_core(path, e))
     }
 
-    /// Like [`acquire_blocking`](Self::acquire_blocking), sleeping on the async
-    /// runtime between tries so a wait never blocks the executor thread.
+    /// Like [`acquire_blocking`](Self::acquire_blocking), but a wait never
+    /// blocks the executor thread: between non-blocking tries it sleeps on
+    /// tokio until the lock file is closed ([`AsyncReleaseWatch`]) or
+    /// [`FALLBACK_POLL`] has passed, and at most until the deadline, where it
+    /// makes its last try. It holds nothing but futures, so when the future is
+    /// dropped (a timeout), nothing is left that could take the lock later.
     async fn acquire_async(
         &mut self,
         path: &str,
@@ -93,22 +103,29 @@ impl LockfileCtxView<'_> {
         wait_ms: u64,
     ) -> Result<LockFile, Failure> {
         let options = self.start_acquire(path, template, wait_ms)?;
-        let dir = &self.ctx.dir;
+        let (dir, files) = (&self.ctx.dir, &mut self.ctx.files);
         let fail = |e| Failure::from_core(path, e);
         let mut pending = options
-            .prepare(path, || sandbox::open_for_locking(dir, path))
+            .prepare(path, || sandbox::open_for_locking(dir, path, files))
             .map_err(fail)?;
-        let start = Instant::now();
-        let mut backoff = Backoff::new();
+        let wait = options.wait_limit();
+        // A single try (no wait) pays for no watch.
+        let mut watch = (!wait.is_zero()).then(|| AsyncReleaseWatch::new(&pending));
+        // A wait too long for the clock never ends.
+        let deadline = Instant::now().checked_add(wait);
         loop {
             pending = match pending.try_lock().map_err(fail)? {
                 Attempt::Taken(lock) => return Ok(lock),
                 Attempt::Held(pending) => pending,
             };
-            let Some(delay) = backoff.delay(start, options.wait_limit()) else {
-                return Err(Failure::Lock(pending.into_error()));
+            let left = match deadline {
+                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+                None => FALLBACK_POLL,
             };
-            tokio::time::sleep(delay).await;
+            match &mut watch {
+                Some(watch) if !left.is_zero() => watch.sleep(left.min(FALLBACK_POLL)).await,
+                _ => return Err(Failure::Lock(pending.into_error())),
+            }
         }
     }
 
@@ -155,6 +172,94 @@ impl LockfileCtxView<'_> {
         self.ctx.live_locks -= 1;
         Ok(())
     }
+}
+
+/// A [`lockfile_core::ReleaseWatch`] on tokio: wakes an async wait when the
+/// lock file is closed, or after its sleep, whichever comes first.
+///
+/// On Linux the watch's inotify descriptor is registered as an `AsyncFd` with
+/// a reactor of this crate's own, not the embedder's runtime: tokio panics
+/// (rather than failing) when a runtime without an I/O driver registers a
+/// descriptor, and runtimes built with timers only are common (`lockfile
+/// run`'s is one). That reactor is one thread, started by the first async
+/// wait and parked in `epoll_wait` while no watch fires, as wasmtime-wasi keeps
+/// a runtime of its own. Without a watch (other systems, or no inotify
+/// instance left) the sleep alone remains: the wait polls.
+struct AsyncReleaseWatch {
+    #[cfg(target_os = "linux")]
+    fd: Option<tokio::io::unix::AsyncFd<lockfile_core::ReleaseWatch>>,
+}
+
+impl AsyncReleaseWatch {
+    /// Watches `pending`'s file; create it before the first try, so a release
+    /// right after that try is seen.
+    fn new(pending: &PendingLock) -> Self {
+        #[cfg(target_os = "linux")]
+        {
+            let fd = pending.release_watch().ok().and_then(|watch| {
+                let _reactor = reactor()?.enter();
+                // SAFETY: the `ReleaseWatch` owns its descriptor and keeps it
+                // open, unchanged, until the `AsyncFd` drops it.
+                unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        watch,
+                        tokio::io::Interest::READABLE,
+                    )
+                }
+                .inspect_err(|e| log::debug!(target: "lockfile", "waits poll: {e}"))
+                .ok()
+            });
+            Self { fd }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = pending;
+            Self {}
+        }
+    }
+
+    /// Sleeps until the file is closed or `limit` has passed.
+    async fn sleep(&mut self, limit: Duration) {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &mut self.fd {
+            let broken = match tokio::time::timeout(limit, fd.readable_mut()).await {
+                Err(_elapsed) => false,
+                Ok(Ok(mut ready)) => {
+                    // Consume the events; a failure to read ends the watch.
+                    let drained = ready.get_inner_mut().drain();
+                    ready.clear_ready();
+                    drained.is_err()
+                }
+                Ok(Err(_)) => true,
+            };
+            if broken {
+                // Polling from now on, rather than spinning on a broken watch.
+                self.fd = None;
+                tokio::time::sleep(limit).await;
+            }
+            return;
+        }
+        tokio::time::sleep(limit).await;
+    }
+}
+
+/// The reactor [`AsyncReleaseWatch`]es are registered with, started on first
+/// use; `None` if it could not be.
+#[cfg(target_os = "linux")]
+fn reactor() -> Option<&'static tokio::runtime::Runtime> {
+    static REACTOR: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
+        std::sync::OnceLock::new();
+    REACTOR
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("lockfile-reactor")
+                .enable_io()
+                .build()
+                .inspect_err(|e| log::warn!(target: "lockfile", "async waits will poll: {e}"))
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Implements one binding's traits: `$api` is its generated interface module,

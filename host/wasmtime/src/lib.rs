@@ -61,6 +61,10 @@
 //! otherwise.
 
 #![deny(missing_docs)]
+#![warn(unused_crate_dependencies)]
+// Used by the documentation's example only.
+#[cfg(test)]
+use {tempfile as _, wasmtime_wasi as _};
 
 mod ctx;
 mod host;
@@ -71,7 +75,17 @@ pub use host::HostLock;
 
 use wasmtime::component::{HasData, Linker};
 
-mod bindings {
+/// The generated bindings of `lockfile:lockfile`, for hosts whose own
+/// `bindgen!` world includes the interface: map it onto this crate's types
+/// with `with: { "lockfile:lockfile/lockfile": lockfile_host::bindings::sync::lockfile::lockfile::lockfile }`
+/// (or `r#async`), and the `lock` resource is [`HostLock`] already.
+///
+/// `sync` blocks the calling thread while a plugin waits; in `r#async` only
+/// `acquire` is async, and its waits sleep on tokio.
+pub mod bindings {
+    #![allow(missing_docs)]
+
+    /// Bindings whose host functions are all synchronous.
     pub mod sync {
         wasmtime::component::bindgen!({
             path: "../../wit",
@@ -82,6 +96,7 @@ mod bindings {
         });
     }
 
+    /// Bindings whose `acquire` is async, for stores with async support.
     pub mod r#async {
         wasmtime::component::bindgen!({
             path: "../../wit",

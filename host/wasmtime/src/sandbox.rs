@@ -1,8 +1,11 @@
-//! Confining plugin paths to the lock directory.
+//! Confining plugin paths to the lock directory, and bounding what a plugin
+//! can create there.
 //!
-//! Resolution is cap-std's (openat2 with RESOLVE_BENEATH on Linux, checked
-//! component by component elsewhere): `..`, absolute paths and symbolic links
-//! that leave the directory fail there, before anything is created.
+//! A path is first checked on its text ([`lockfile_core::check_lock_path`]:
+//! relative, bounded, no `..` above the directory), then resolved by cap-std
+//! (openat2 with RESOLVE_BENEATH on Linux, checked component by component
+//! elsewhere), which also stops symbolic links that lead outside. Both happen
+//! before anything is created.
 
 use std::fs::File;
 use std::io;
@@ -11,13 +14,9 @@ use cap_std::fs::{Dir, OpenOptions};
 
 /// Why a plugin's path was refused before reaching the file system.
 pub(crate) fn refuse(path: &str) -> Option<String> {
-    if path.is_empty() {
-        Some("empty path".to_owned())
-    } else if path.contains('\0') {
-        Some(format!("path {path:?} contains NUL"))
-    } else {
-        None
-    }
+    lockfile_core::check_lock_path(path)
+        .err()
+        .map(|error| error.to_string())
 }
 
 /// Whether cap-std refused `error` because the path leads outside the
@@ -28,19 +27,78 @@ pub(crate) fn is_escape(error: &io::Error) -> bool {
 }
 
 pub(crate) fn escape_message(path: &str) -> String {
-    format!("'{path}' leads outside the lock directory")
+    format!("'{path}' leads outside the lock directory (through a symbolic link)")
 }
 
-/// Opens `path` beneath `dir` for locking: read-write, created if missing,
-/// never truncated, close-on-exec.
-pub(crate) fn open_for_locking(dir: &Dir, path: &str) -> io::Result<File> {
+/// How many lock files a plugin instance may still create: it bounds what a
+/// plugin can leave on the host's disk (each file holds at most one record of
+/// `lockfile_core::MAX_RECORD` bytes).
+#[derive(Debug, Clone)]
+pub(crate) struct FileBudget {
+    pub(crate) created: u32,
+    pub(crate) max: u32,
+}
+
+/// The error `open_for_locking` gives when the budget is spent, recognised
+/// by [`is_creation_limit`].
+#[derive(Debug)]
+struct CreationLimit(u32);
+
+impl std::fmt::Display for CreationLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "this plugin may create at most {} lock files and has created them all: reuse existing lock names",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for CreationLimit {}
+
+/// Whether `error` is the spent budget of `open_for_locking`, and its message.
+pub(crate) fn is_creation_limit(error: &io::Error) -> Option<String> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<CreationLimit>())
+        .map(ToString::to_string)
+}
+
+/// Opens `path` beneath `dir` for locking: read-write, never truncated,
+/// close-on-exec, never blocking (a FIFO in its place is an error, not a
+/// hang). An existing file is opened as it is; a missing one is created only
+/// while `budget` allows, and counted.
+pub(crate) fn open_for_locking(dir: &Dir, path: &str, budget: &mut FileBudget) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true);
+    options.read(true).write(true);
+    nonblocking(&mut options);
+    match dir.open_with(path, &options) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        opened => return opened.map(cap_std::fs::File::into_std),
+    }
+    if budget.created >= budget.max {
+        return Err(io::Error::other(CreationLimit(budget.max)));
+    }
+    // Created here, or by a racing process in between: count it either way,
+    // so the limit errs on the safe side.
+    options.create(true);
+    let file = dir.open_with(path, &options)?;
+    budget.created += 1;
+    Ok(file.into_std())
+}
+
+/// Opens `path` beneath `dir` for reading, without blocking.
+pub(crate) fn open_for_reading(dir: &Dir, path: &str) -> io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.read(true);
+    nonblocking(&mut options);
     dir.open_with(path, &options)
         .map(cap_std::fs::File::into_std)
 }
 
-/// Opens `path` beneath `dir` for reading.
-pub(crate) fn open_for_reading(dir: &Dir, path: &str) -> io::Result<File> {
-    dir.open(path).map(cap_std::fs::File::into_std)
+fn nonblocking(options: &mut OpenOptions) {
+    #[cfg(unix)]
+    cap_std::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK);
+    #[cfg(not(unix))]
+    let _ = options;
 }

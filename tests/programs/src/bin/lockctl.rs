@@ -3,15 +3,26 @@
 //!
 //! - `lock PATH TEMPLATE WAIT_MS` (TEMPLATE `-`: no content) -> `locked CONTENT` or `error DISPLAY`
 //! - `release` the newest held lock -> `released`
+//! - `keep-released PATH` takes PATH through the raw interface (template
+//!   `{pid}`, one try), releases it and keeps the handle undropped until the
+//!   plugin ends -> `kept-released` or `error DEBUG`. lockfile-guest's
+//!   `release` consumes and drops its handle, so only the raw binding (module
+//!   `raw` below) can show that a released handle still counts towards
+//!   `too-many-locks` until it is dropped.
 //! - `read PATH` -> `content CONTENT`, `content -` or `error DISPLAY`
 //! - `await FILE` waits until `/data/FILE` exists; `touch FILE` creates it
 //! - `increment PATH COUNTER` spins until PATH is locked, then adds 1 to `/data/COUNTER`
 //! - `hold-many N` locks `many-0` .. `many-N-1` and keeps them -> `held K` then `error ...` if any failed
+//! - `create-many N` locks and releases `new-0` .. `new-N-1`, creating each
+//!   file -> `created K` then `error ...` if one failed
 //! - `cycles N PATH` N acquire+release cycles -> `cycle-ns NANOS` per cycle
 //! - `tries N PATH` N failed tries on a held PATH -> `try-ns NANOS` per try
 //! - `cat FILE` -> `file CONTENT` or `error ...`; `write FILE TEXT` -> `wrote` or `error ...`
+//! - `now` -> `now NANOS`, the wall clock in ns since the Unix epoch: the one
+//!   clock two plugin processes share, for handover benchmarks
 //! - `sleep MS`; `spin` loops forever without calling the host; `alloc MIB`
 //!   allocates and touches that much memory -> `allocated`
+//! - `env` -> `env N`, the number of environment variables the plugin sees
 //! - `trap` aborts the plugin while it holds its locks; `exit` exits without
 //!   running destructors, leaving its handles to the host
 //!
@@ -20,6 +31,18 @@
 use std::time::{Duration, Instant};
 
 use lockfile_guest::{Error, LockFile, LockOptions, read_content};
+
+/// The interface itself, beside lockfile-guest's own bindings, for
+/// `keep-released`. Its own type-section suffix keeps the linker from merging
+/// its type information with lockfile-guest's.
+mod raw {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "imports",
+        type_section_suffix: "lockctl-raw",
+    });
+}
+use raw::lockfile::lockfile::lockfile as wit;
 
 fn options(template: &str, wait_ms: &str) -> LockOptions {
     let options = match template {
@@ -41,6 +64,7 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut args = args.iter().map(String::as_str);
     let mut held: Vec<LockFile> = Vec::new();
+    let mut kept: Vec<wit::Lock> = Vec::new();
     while let Some(step) = args.next() {
         let mut arg = || {
             args.next()
@@ -62,6 +86,21 @@ fn main() {
                 held.pop().expect("nothing held").release();
                 println!("released");
             }
+            "keep-released" => {
+                let options = wit::Options {
+                    content_template: Some("{pid}".into()),
+                    wait_ms: 0,
+                };
+                match wit::Lock::acquire(&decode(arg()), &options) {
+                    Ok(handle) => {
+                        handle.release();
+                        println!("kept-released");
+                        kept.push(handle);
+                    }
+                    Err(error) => println!("error {error:?}"),
+                }
+            }
+            "env" => println!("env {}", std::env::vars_os().count()),
             "read" => match read_content(&decode(arg())) {
                 Ok(content) => println!("content {}", content.unwrap_or_else(|| "-".into())),
                 Err(error) => println!("error {error}"),
@@ -108,6 +147,27 @@ fn main() {
                     println!("error {error}");
                 }
             }
+            "create-many" => {
+                let n: u32 = arg().parse().unwrap();
+                let mut created = 0;
+                let mut error = None;
+                for i in 0..n {
+                    match LockFile::lock(&format!("new-{i}")) {
+                        Ok(lock) => {
+                            lock.release();
+                            created += 1;
+                        }
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                println!("created {created}");
+                if let Some(error) = error {
+                    println!("error {error}");
+                }
+            }
             "cycles" => {
                 let (n, path): (u32, _) = (arg().parse().unwrap(), arg());
                 let start = Instant::now();
@@ -134,6 +194,12 @@ fn main() {
                     Ok(()) => println!("wrote"),
                     Err(error) => println!("error {error}"),
                 }
+            }
+            "now" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap();
+                println!("now {}", now.as_nanos());
             }
             "sleep" => std::thread::sleep(Duration::from_millis(arg().parse().unwrap())),
             "spin" => {

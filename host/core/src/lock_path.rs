@@ -1,0 +1,177 @@
+//! The rules for lock paths given by someone the host does not trust (a
+//! plugin): relative, beneath the lock directory, bounded in length.
+//!
+//! These are checked on the text alone, before the file system is touched, so
+//! a refused path never creates or opens anything and every backend (a lock
+//! directory, a lock server's namespace) applies the same rules. A lock
+//! directory additionally resolves accepted paths with cap-std, which stops
+//! symbolic links that lead outside.
+
+/// The longest lock path accepted, in bytes: enough for any sensible name, and
+/// a bound on what one plugin call can make the host store or log.
+pub const MAX_LOCK_PATH: usize = 512;
+
+/// The longest single component (file or directory name), in bytes: the
+/// common `NAME_MAX` of Unix file systems.
+pub const MAX_LOCK_PATH_COMPONENT: usize = 255;
+
+/// Why a lock path was refused. The message names the path (or its start,
+/// when it is long) and says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockPathError {
+    /// The path is empty.
+    #[error("empty lock path: name a file in the lock directory, e.g. 'job.lock'")]
+    Empty,
+    /// The path contains a NUL character.
+    #[error("lock path {0:?} contains NUL")]
+    Nul(String),
+    /// The path is absolute.
+    #[error(
+        "'{path}' is absolute: lock paths are relative to the lock directory (try '{suggestion}')"
+    )]
+    Absolute {
+        /// The path.
+        path: String,
+        /// The same path made relative.
+        suggestion: String,
+    },
+    /// A `..` climbs out of the lock directory.
+    #[error("'{0}' leads outside the lock directory: its '..' climbs above it")]
+    Escapes(String),
+    /// The path, or one of its components, is too long.
+    #[error(
+        "lock path '{start}...' is too long: {len} bytes (at most {MAX_LOCK_PATH}, and {MAX_LOCK_PATH_COMPONENT} per name)"
+    )]
+    TooLong {
+        /// The path's first bytes.
+        start: String,
+        /// Its length in bytes.
+        len: usize,
+    },
+}
+
+/// Checks `path` against the rules, on its text alone.
+///
+/// Accepted paths are relative, at most [`MAX_LOCK_PATH`] bytes, free of NUL,
+/// and never climb above their starting directory through `..`, however
+/// they are resolved afterwards (`a/../b` is accepted, `a/../../b` is not).
+///
+/// ```
+/// use lockfile_core::{LockPathError, check_lock_path};
+///
+/// assert!(check_lock_path("jobs/nightly.lock").is_ok());
+/// assert!(matches!(check_lock_path("a/../../x.lock"), Err(LockPathError::Escapes(_))));
+/// assert!(matches!(check_lock_path("/locks/x.lock"), Err(LockPathError::Absolute { .. })));
+/// ```
+pub fn check_lock_path(path: &str) -> Result<(), LockPathError> {
+    if path.is_empty() {
+        return Err(LockPathError::Empty);
+    }
+    if path.len() > MAX_LOCK_PATH
+        || path
+            .split('/')
+            .any(|component| component.len() > MAX_LOCK_PATH_COMPONENT)
+    {
+        let end = (0..=32).rev().find(|&i| path.is_char_boundary(i));
+        return Err(LockPathError::TooLong {
+            start: path[..end.unwrap_or(0)].to_owned(),
+            len: path.len(),
+        });
+    }
+    if path.contains('\0') {
+        return Err(LockPathError::Nul(path.to_owned()));
+    }
+    if path.starts_with('/') {
+        return Err(LockPathError::Absolute {
+            path: path.to_owned(),
+            suggestion: relative_suggestion(path),
+        });
+    }
+    let mut depth = 0usize;
+    for component in path.split('/') {
+        match component {
+            "" | "." => {}
+            ".." => {
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or_else(|| LockPathError::Escapes(path.to_owned()))?;
+            }
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+/// `/locks/a.lock` -> `a.lock`: plugins see their lock directory at `/locks`,
+/// and that prefix is the usual mistake.
+fn relative_suggestion(path: &str) -> String {
+    let relative = path.trim_start_matches('/');
+    let relative = relative.strip_prefix("locks/").unwrap_or(relative);
+    if relative.is_empty() {
+        "job.lock".to_owned()
+    } else {
+        relative.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_relative_paths_beneath_the_directory() {
+        for ok in [
+            "a.lock",
+            "a/b.lock",
+            "./a.lock",
+            "a/../b.lock",
+            "a//b",
+            "a/./b/..",
+        ] {
+            assert_eq!(check_lock_path(ok), Ok(()), "{ok}");
+        }
+    }
+
+    #[test]
+    fn refuses_paths_that_climb_out_lexically() {
+        for bad in ["..", "../a", "a/../../x.lock", "./../a", "a/b/../../../c"] {
+            assert_eq!(
+                check_lock_path(bad),
+                Err(LockPathError::Escapes(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn absolute_paths_get_a_relative_suggestion() {
+        let error = check_lock_path("/locks/my.lock").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "'/locks/my.lock' is absolute: lock paths are relative to the lock directory (try 'my.lock')"
+        );
+        assert!(matches!(
+            check_lock_path("/etc/passwd"),
+            Err(LockPathError::Absolute { suggestion, .. }) if suggestion == "etc/passwd"
+        ));
+    }
+
+    #[test]
+    fn bounds_the_length() {
+        assert!(check_lock_path(&"a".repeat(MAX_LOCK_PATH_COMPONENT)).is_ok());
+        let long_name = "a".repeat(MAX_LOCK_PATH_COMPONENT + 1);
+        assert!(matches!(
+            check_lock_path(&long_name),
+            Err(LockPathError::TooLong { len: 256, .. })
+        ));
+        let deep = "abc/".repeat(MAX_LOCK_PATH / 4) + "x";
+        let message = check_lock_path(&deep).unwrap_err().to_string();
+        assert!(message.contains("is too long: 513 bytes"), "{message}");
+        assert!(message.len() < 200, "the message quotes only the start");
+        assert_eq!(check_lock_path(""), Err(LockPathError::Empty));
+        assert_eq!(
+            check_lock_path("a\0b"),
+            Err(LockPathError::Nul("a\0b".into()))
+        );
+    }
+}
