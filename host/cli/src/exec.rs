@@ -77,11 +77,13 @@ pub fn run(args: ExecArgs) -> ExitCode {
     command.args(program_args);
     #[cfg(unix)]
     let status = {
-        // A signal that kills this process before the child exists ends the
-        // lock with it; after the spawn, the child holds it too.
         lock.share_with(&mut command);
+        // Caught from before the spawn, so a signal that comes while the
+        // child starts is passed on once it exists, not lost with this
+        // process while the child runs on.
+        let caught = signals::Caught::install();
         command.spawn().and_then(|mut child| {
-            let forwarding = signals::forward_to(child.id());
+            let forwarding = caught.map(|caught| caught.forward_to(child.id()));
             // Stop forwarding before the child is reaped, so no signal can
             // reach another process that reuses its pid.
             let exited = signals::wait_without_reaping(&child);
@@ -137,37 +139,49 @@ mod signals {
         thread: Option<std::thread::JoinHandle<()>>,
     }
 
-    /// Starts forwarding. If the handlers cannot be installed the signals
-    /// keep their default action, which ends this process while the command,
-    /// which inherited the lock, holds it on: logged, not fatal.
-    pub fn forward_to(child: u32) -> Option<Forwarding> {
-        let mut signals = match SignalsInfo::<WithOrigin>::new(FORWARDED) {
-            Ok(signals) => signals,
-            Err(error) => {
-                log::warn!("cannot forward signals to the command: {error}");
-                return None;
-            }
-        };
-        let handle = signals.handle();
-        let thread = std::thread::spawn(move || {
-            for origin in signals.forever() {
-                // The terminal sends ^C, ^\ and hangups to the whole
-                // foreground process group, the command included: passing
-                // those on would deliver them twice.
-                if origin.cause == Cause::Kernel {
-                    continue;
+    /// [`FORWARDED`] signals caught and kept until there is a child to pass
+    /// them to.
+    pub struct Caught(SignalsInfo<WithOrigin>);
+
+    impl Caught {
+        /// Catches the signals. If the handlers cannot be installed they keep
+        /// their default action, which ends this process while the command,
+        /// which inherited the lock, holds it on: logged, not fatal.
+        pub fn install() -> Option<Self> {
+            match SignalsInfo::<WithOrigin>::new(FORWARDED) {
+                Ok(signals) => Some(Self(signals)),
+                Err(error) => {
+                    log::warn!("cannot forward signals to the command: {error}");
+                    None
                 }
-                log::info!("passing signal {} on to the command", origin.signal);
-                // SAFETY: kill(2) has no memory-safety preconditions. The
-                // child is not reaped before this thread is stopped, so its
-                // pid cannot have been reused.
-                unsafe { libc::kill(child as libc::pid_t, origin.signal) };
             }
-        });
-        Some(Forwarding {
-            handle,
-            thread: Some(thread),
-        })
+        }
+
+        /// Passes every signal caught, since [`install`](Self::install) and
+        /// from now on, to `child` until the value returned is dropped.
+        pub fn forward_to(self, child: u32) -> Forwarding {
+            let Self(mut signals) = self;
+            let handle = signals.handle();
+            let thread = std::thread::spawn(move || {
+                for origin in signals.forever() {
+                    // The terminal sends ^C, ^\ and hangups to the whole
+                    // foreground process group, the command included: passing
+                    // those on would deliver them twice.
+                    if origin.cause == Cause::Kernel {
+                        continue;
+                    }
+                    log::info!("passing signal {} on to the command", origin.signal);
+                    // SAFETY: kill(2) has no memory-safety preconditions. The
+                    // child is not reaped before this thread is stopped, so
+                    // its pid cannot have been reused.
+                    unsafe { libc::kill(child as libc::pid_t, origin.signal) };
+                }
+            });
+            Forwarding {
+                handle,
+                thread: Some(thread),
+            }
+        }
     }
 
     impl Drop for Forwarding {

@@ -380,14 +380,14 @@ fn new_store(engine: &Engine, args: &RunArgs, name: &str) -> Result<Store<Plugin
             .map_err(anyhow::Error::from)
             .with_context(|| format!("--dir {}::{guest}", host.display()))?;
     }
-    let mut locks = LockfileCtx::builder(&args.lock_dir)
+    let locks = LockfileCtx::builder(&args.lock_dir)
         .plugin_name(name)
         .max_locks(args.max_locks)
         .max_lock_files(args.max_lock_files)
         .log_failures(args.log_failures);
-    if let Some(timeout) = args.timeout {
-        locks = locks.max_wait(timeout);
-    }
+    // No `max_wait` from --timeout: this host is async, and the timeout drops
+    // the plugin's call, a wait included. A cap equal to the timeout would
+    // race it, and the plugin would go on after a wait it never finished.
     let mut limits = StoreLimitsBuilder::new();
     if let Some(max) = args.max_memory {
         limits = limits

@@ -27,6 +27,11 @@ pub fn read_content(path: impl AsRef<Path>) -> Result<Option<String>, Error> {
 pub fn read_content_from(file: &File) -> io::Result<Option<String>> {
     let mut buf = [0; MAX_RECORD];
     let len = sys::read_at_start(file, &mut buf).map_err(|e| sys::explain(file, e))?;
+    if len == 0 {
+        // Nothing to read: an empty lock file, or a device such as /dev/null
+        // that is no lock file at all. Only here is the type worth a look.
+        sys::ensure_regular(file)?;
+    }
     Ok(parse_record(&buf[..len]))
 }
 

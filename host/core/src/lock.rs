@@ -355,6 +355,12 @@ impl PendingLock {
         if !locked {
             return Ok(Attempt::Held(self));
         }
+        if self.record.is_none() {
+            // Without a record to write nothing would fail on a FIFO or a
+            // device: refuse them here. (With one, the write refuses them.)
+            let refused = sys::ensure_regular(&self.file);
+            refused.map_err(|e| Error::io("lock", &self.path, e))?;
+        }
         let lock = LockFile {
             file: self.file,
             path: self.path,

@@ -86,6 +86,17 @@ pub(crate) fn explain(file: &File, error: io::Error) -> io::Error {
     }
 }
 
+/// Refuses a file that is not a regular file, with [`explain`]'s message: for
+/// the paths where nothing else would fail on one (a lock that writes no
+/// record, a read that finds nothing).
+pub(crate) fn ensure_regular(file: &File) -> io::Result<()> {
+    let meta = file.metadata()?;
+    if meta.is_file() {
+        return Ok(());
+    }
+    Err(explain(file, io::Error::other("not a regular file")))
+}
+
 fn file_kind(kind: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {

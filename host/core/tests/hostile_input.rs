@@ -72,6 +72,7 @@ fn a_record_of_more_than_one_line_is_refused() {
 
 /// Runs `f` on a thread and fails if it has not returned within 10 s: a lock
 /// file replaced by a FIFO must never make a reader or taker block.
+#[cfg(unix)]
 fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (done, result) = std::sync::mpsc::channel();
     std::thread::spawn(move || done.send(f()).unwrap());
@@ -80,6 +81,8 @@ fn within_10s<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         .expect("blocked on a FIFO")
 }
 
+// FIFOs and /dev/null are Unix's: Windows has neither in its file system.
+#[cfg(unix)]
 #[test]
 fn a_fifo_in_place_of_a_lock_file_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,6 +101,38 @@ fn a_fifo_in_place_of_a_lock_file_is_an_error_not_a_hang() {
     assert!(matches!(error, Error::Io { .. }), "{error}");
     assert!(
         error.to_string().contains("not a regular file but a FIFO"),
+        "{error}"
+    );
+    // Without a record to write, nothing else would refuse it.
+    let lock_path = path.clone();
+    let error = within_10s(move || LockOptions::new().no_content().lock(&lock_path)).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "couldn't lock '{}': not a regular file but a FIFO: lock files must be plain files",
+            path.display()
+        )
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn a_device_is_no_lock_file_either() {
+    let error = LockOptions::new()
+        .no_content()
+        .lock("/dev/null")
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("not a regular file but a device"),
+        "{error}"
+    );
+    let error = read_content("/dev/null").unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("not a regular file but a device"),
         "{error}"
     );
 }
