@@ -11,6 +11,13 @@ pub const TEMPFAIL: u8 = 75;
 /// EX_IOERR: the operating system refused to open, lock or write the file.
 pub const IOERR: u8 = 74;
 
+/// The lock was lost while held (`--lock-db`: the database session ended,
+/// after a server restart, a failover or a network loss): the command or the
+/// plugin was stopped, or had run partly without the lock. 76 is
+/// sysexits.h's EX_PROTOCOL, the first status after EX_TEMPFAIL; no other
+/// outcome of `lockfile` uses it.
+pub const LOCK_LOST: u8 = 76;
+
 /// EX_SOFTWARE: the host itself failed.
 pub const SOFTWARE: u8 = 70;
 /// EX_DATAERR: the plugin file is not something this host can run.
@@ -24,6 +31,7 @@ pub const NOT_FOUND: u8 = 127;
 /// The shells' status for a command that could not be executed.
 pub const NOT_EXECUTABLE: u8 = 126;
 /// The status of a process ended by `signal`, as shells report it.
+#[cfg(unix)]
 pub fn signaled(signal: i32) -> u8 {
     128u8.wrapping_add(signal as u8)
 }
@@ -45,6 +53,32 @@ pub fn lock_error(error: &Error) -> ExitCode {
         eprintln!("{error}");
     } else {
         eprintln!("lockfile: {error}");
+    }
+    ExitCode::from(status)
+}
+
+/// The status for an error of the lock database (`--lock-db`): the same as a
+/// lock file's for the outcomes they share; 64 for a bad URL, namespace or
+/// lock name (nothing was connected or locked); [`LOCK_LOST`] for a lost lock.
+pub fn db_error_status(error: &lockfile_postgres::Error) -> u8 {
+    use lockfile_postgres::Error as E;
+    match error {
+        E::Lock(error) => lock_error_status(error),
+        E::Name(_) | E::InvalidUrl { .. } | E::InvalidNamespace { .. } => USAGE,
+        E::Lost { .. } => LOCK_LOST,
+    }
+}
+
+/// Prints an error of the lock database on one line and returns its status:
+/// contention exactly as zc.lockfile words it, anything else after the
+/// command's name. No message shows the URL's password.
+pub fn db_error(error: &lockfile_postgres::Error) -> ExitCode {
+    let status = db_error_status(error);
+    let line = error.to_string().replace(['\n', '\r'], " ");
+    if status == TEMPFAIL {
+        eprintln!("{line}");
+    } else {
+        eprintln!("lockfile: {line}");
     }
     ExitCode::from(status)
 }

@@ -8,16 +8,25 @@ use crate::exit;
 /// Print the holder's content and whether the file is locked right now.
 ///
 /// Takes no lock, so it never makes a concurrent taker fail. Whether the file
-/// is locked is read from /proc/locks on Linux; elsewhere it says `unknown`.
-/// Prints two lines, `content: <content or (none)>` and `locked: yes (pid N)`,
-/// `no` or `unknown`.
+/// is locked is read from /proc/locks on Linux; on Windows, by trying to read
+/// byte 0, which a holder's lock makes unreadable (no pid); elsewhere it says
+/// `unknown`. Prints two lines, `content: <content or (none)>` and
+/// `locked: yes (pid N)`, `yes`, `no` or `unknown`. With --lock-db: the
+/// record, `locked: yes (backend pid N)` or `no`, and `token: N`, the last
+/// fencing token, once the name has been locked.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The lock file.
+    /// The lock file (with --lock-db: the lock's name).
     path: PathBuf,
+
+    #[command(flatten)]
+    db: crate::db::DbArgs,
 }
 
 pub fn run(args: InspectArgs) -> ExitCode {
+    if let Some(url) = args.db.url() {
+        return crate::db::inspect(&args.db, &url, &args.path);
+    }
     let content = match lockfile_core::read_content(&args.path) {
         Ok(content) => content,
         Err(error) => return exit::lock_error(&error),
@@ -26,7 +35,11 @@ pub fn run(args: InspectArgs) -> ExitCode {
     match lock_holder(&args.path) {
         Some(Some(pid)) => println!("locked: yes (pid {pid})"),
         Some(None) => println!("locked: no"),
-        None => println!("locked: unknown"),
+        None => match locked_without_pid(&args.path) {
+            Some(true) => println!("locked: yes"),
+            Some(false) => println!("locked: no"),
+            None => println!("locked: unknown"),
+        },
     }
     ExitCode::SUCCESS
 }
@@ -49,6 +62,46 @@ fn lock_holder(path: &Path) -> Option<Option<u32>> {
 
 #[cfg(not(target_os = "linux"))]
 fn lock_holder(_path: &Path) -> Option<Option<u32>> {
+    None
+}
+
+/// Whether the file is locked, where the holder's pid cannot be known: on
+/// Windows, where locks on byte 0 are mandatory, a read of byte 0 fails with
+/// ERROR_LOCK_VIOLATION while someone holds it. A read takes no lock, so it
+/// cannot make a concurrent taker fail. `None` when that cannot tell: an
+/// empty file (byte 0 does not exist), an error, or Wine, which does not
+/// enforce locks on reads (byte 0 reads the same, held or not).
+#[cfg(windows)]
+fn locked_without_pid(path: &Path) -> Option<bool> {
+    use std::os::windows::fs::FileExt;
+    const ERROR_LOCK_VIOLATION: i32 = 33;
+    if under_wine() {
+        return None;
+    }
+    let file = std::fs::File::open(path).ok()?;
+    match file.seek_read(&mut [0], 0) {
+        Ok(1) => Some(false),
+        Ok(_) => None,
+        Err(error) if error.raw_os_error() == Some(ERROR_LOCK_VIOLATION) => Some(true),
+        Err(_) => None,
+    }
+}
+
+/// Wine's ntdll exports `wine_get_version`; Windows' does not.
+#[cfg(windows)]
+fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+    let ntdll: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+    // SAFETY: NUL-terminated names; ntdll is loaded in every process and
+    // the handle is not to be closed.
+    unsafe {
+        let module = GetModuleHandleW(ntdll.as_ptr());
+        !module.is_null() && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
+    }
+}
+
+#[cfg(not(windows))]
+fn locked_without_pid(_path: &Path) -> Option<bool> {
     None
 }
 

@@ -1,6 +1,7 @@
 //! The `lockfile` command.
 
 mod compile;
+mod db;
 mod exec;
 mod exit;
 mod inspect;

@@ -25,10 +25,16 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// The default directory: `$XDG_CACHE_HOME/lockfile`, else `~/.cache/lockfile`.
+    /// The default directory: `$XDG_CACHE_HOME/lockfile`, else (on Windows)
+    /// `%LOCALAPPDATA%\lockfile`, else `~/.cache/lockfile`.
     pub fn default_dir() -> Option<PathBuf> {
         let base = std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
+            .or_else(|| {
+                cfg!(windows)
+                    .then(|| std::env::var_os("LOCALAPPDATA").map(PathBuf::from))
+                    .flatten()
+            })
             .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
         Some(base.join("lockfile"))
     }

@@ -3,12 +3,14 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytesize::ByteSize;
-use lockfile_core::{LockFile, LockOptions};
+use lockfile_core::{LockBackend, LockFile, LockOptions};
 use lockfile_host::{LockfileCtx, LockfileCtxView, LockfileView};
+use lockfile_postgres::{PgLock, PgLocker};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
@@ -33,6 +35,12 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// for a plugin file that cannot run, 74 for I/O errors, 75 if --singleton is
 /// held, 124 if --timeout ran out, 134 if the plugin trapped (a limit
 /// included).
+///
+/// With --lock-db (or LOCKFILE_DB), the plugin's locks and --singleton are
+/// PostgreSQL advisory locks named by their paths, and there is no lock
+/// directory (nor /locks); the plugin cannot tell otherwise. If --singleton's
+/// lock is lost while the plugin runs, the plugin is stopped and this exits
+/// 76.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The directory the plugin's lock paths are relative to (created if missing).
@@ -95,6 +103,9 @@ pub struct RunArgs {
     /// Compile the plugin afresh and cache nothing.
     #[arg(long, conflicts_with = "cache_dir")]
     no_cache: bool,
+
+    #[command(flatten)]
+    db: crate::db::DbArgs,
 
     /// The plugin component, built for wasm32-wasip2.
     plugin: PathBuf,
@@ -229,15 +240,32 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let pre = instantiate_pre(&engine, &component, &args.plugin).status(exit::BAD_PLUGIN)?;
     log::debug!("plugin linked");
     check_dirs(&args.dirs).status(exit::USAGE)?;
-    // Created only once the plugin is known to be runnable and every flag is
-    // good: bad input changes nothing.
-    create_lock_dir(&args.lock_dir).status(exit::IOERR)?;
-    let mut store = new_store(&engine, &args, &name).status(exit::USAGE)?;
+    let db = match args.db.url() {
+        Some(url) => Some(Db::connect(&url, args.db.namespace())?),
+        None => None,
+    };
+    if db.is_none() {
+        // Created only once the plugin is known to be runnable and every flag
+        // is good: bad input changes nothing.
+        create_lock_dir(&args.lock_dir).status(exit::IOERR)?;
+    }
+    let backend = db
+        .as_ref()
+        .map(|db| Arc::new(db.locker.clone()) as Arc<dyn LockBackend>);
+    let mut store = new_store(&engine, &args, &name, backend).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.
-    let _singleton = match &args.singleton {
-        Some(lock) => Some(take_singleton(&args, lock, &name)?),
-        None => None,
+    let (_singleton, lost) = match (&args.singleton, &db) {
+        (Some(lock), None) => (
+            Some(Singleton::File(take_singleton(&args, lock, &name)?)),
+            None,
+        ),
+        (Some(lock), Some(db)) => {
+            let held = db.take_singleton(&args, lock, &name)?;
+            let lost = held.lost_notify();
+            (Some(Singleton::Db(held)), Some((lock.clone(), lost)))
+        }
+        (None, _) => (None, None),
     };
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -252,13 +280,34 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
             log::debug!("plugin instantiated");
             command.wasi_cli_run().call_run(&mut store).await
         };
-        match args.timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.ok(),
-            None => Some(call.await),
+        let call = async {
+            match args.timeout {
+                Some(limit) => Ok(tokio::time::timeout(limit, call).await.ok()),
+                None => Ok(Some(call.await)),
+            }
+        };
+        // A lost --singleton drops the plugin's call, as --timeout does.
+        match lost {
+            Some((lock, lost)) => tokio::select! {
+                outcome = call => outcome,
+                reason = lost => Err((lock, reason)),
+            },
+            None => call.await,
         }
     });
     // Dropping the store releases every lock the plugin still holds.
     drop(store);
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err((lock, reason)) => {
+            return Err(Failure {
+                error: anyhow::anyhow!(
+                    "lost the --singleton lock on '{lock}' while the plugin ran: {reason}; the plugin was stopped"
+                ),
+                status: exit::LOCK_LOST,
+            });
+        }
+    };
     match outcome {
         None => Err(Failure {
             error: anyhow::anyhow!(
@@ -343,6 +392,62 @@ fn take_singleton(args: &RunArgs, lock: &str, name: &str) -> Result<LockFile, Fa
         })
 }
 
+/// The --singleton lock, held for the whole run.
+enum Singleton {
+    File(#[allow(dead_code)] LockFile),
+    Db(#[allow(dead_code)] PgLock),
+}
+
+/// The lock database of `--lock-db`, and the runtime its sessions live on
+/// (dropped after every lock: declared before the store and the singleton).
+struct Db {
+    runtime: tokio::runtime::Runtime,
+    locker: PgLocker,
+}
+
+impl Db {
+    fn connect(url: &str, namespace: &str) -> Result<Self, Failure> {
+        let runtime = crate::db::runtime().map_err(|_| Failure {
+            error: anyhow::anyhow!("couldn't start the lock database's runtime"),
+            status: exit::SOFTWARE,
+        })?;
+        let locker = runtime
+            .block_on(PgLocker::connect(url, namespace))
+            .map_err(db_failure)?;
+        Ok(Db { runtime, locker })
+    }
+
+    fn take_singleton(&self, args: &RunArgs, lock: &str, name: &str) -> Result<PgLock, Failure> {
+        let content = LockOptions::new()
+            .content_template(&args.content_template)
+            .field("plugin", name)
+            .render_content(lock)
+            .map_err(|error| Failure {
+                status: exit::lock_error_status(&error),
+                error: anyhow::anyhow!("--singleton: {error}"),
+            })?;
+        let wait = args.wait.unwrap_or_default();
+        self.runtime
+            .block_on(self.locker.acquire(lock, content, wait))
+            .map_err(|error| {
+                if args.log_failures && error.holder().is_some() {
+                    log::error!(
+                        "Error locking file {lock}; pid={}",
+                        error.holder().unwrap_or("UNKNOWN")
+                    );
+                }
+                db_failure(error)
+            })
+    }
+}
+
+fn db_failure(error: lockfile_postgres::Error) -> Failure {
+    Failure {
+        status: exit::db_error_status(&error),
+        error: anyhow::anyhow!("{}", error.to_string().replace(['\n', '\r'], " ")),
+    }
+}
+
 fn instantiate_pre(
     engine: &Engine,
     component: &wasmtime::component::Component,
@@ -369,18 +474,29 @@ fn instantiate_pre(
         .with_context(|| format!("'{}' cannot run as a command", path.display()))
 }
 
-fn new_store(engine: &Engine, args: &RunArgs, name: &str) -> Result<Store<PluginState>> {
+fn new_store(
+    engine: &Engine,
+    args: &RunArgs,
+    name: &str,
+    backend: Option<Arc<dyn LockBackend>>,
+) -> Result<Store<PluginState>> {
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().arg(name).args(&args.args);
-    wasi.preopened_dir(&args.lock_dir, "/locks", FsPerms::ReadOnly)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("--lock-dir '{}'", args.lock_dir.display()))?;
+    if backend.is_none() {
+        wasi.preopened_dir(&args.lock_dir, "/locks", FsPerms::ReadOnly)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("--lock-dir '{}'", args.lock_dir.display()))?;
+    }
     for (host, guest) in &args.dirs {
         wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("--dir {}::{guest}", host.display()))?;
     }
-    let locks = LockfileCtx::builder(&args.lock_dir)
+    let locks = match backend {
+        Some(backend) => LockfileCtx::builder_for_backend(backend),
+        None => LockfileCtx::builder(&args.lock_dir),
+    };
+    let locks = locks
         .plugin_name(name)
         .max_locks(args.max_locks)
         .max_lock_files(args.max_lock_files)

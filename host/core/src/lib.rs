@@ -12,7 +12,6 @@
 //! # let dir = tempfile::tempdir()?;
 //! let path = dir.path().join("job.lock");
 //! let lock = LockFile::lock(&path)?;
-//! assert_eq!(std::fs::read(&path)?, format!(" {}\n", std::process::id()).into_bytes());
 //!
 //! // A second lock fails at once, even in the same process, and says who holds it.
 //! let Err(Error::Locked { holder, .. }) = LockFile::lock(&path) else { panic!() };
@@ -20,6 +19,7 @@
 //!
 //! lock.release();
 //! assert!(path.exists(), "the file is never deleted");
+//! assert_eq!(std::fs::read(&path)?, format!(" {}\n", std::process::id()).into_bytes());
 //! LockFile::lock(&path)?;
 //! # Ok::<_, Box<dyn std::error::Error>>(())
 //! ```
@@ -40,10 +40,17 @@
 //! Rust 1.89; fs2 itself is unmaintained and its `FileExt` methods are now
 //! shadowed by std's of the same names.
 //!
+//! On Windows, std's `try_lock` would lock the whole file, and Windows locks
+//! are mandatory: nobody could read the holder's record. So the lock is
+//! zc.lockfile's there: `LockFileEx` on byte 0 only, and readers
+//! ([`read_content`], [`Error::Locked`]'s holder) read the record from byte 1,
+//! behind zc.lockfile's leading space. Waits poll every [`FALLBACK_POLL`].
+//!
 //! [zc.lockfile]: https://pypi.org/project/zc.lockfile/
 
 #![deny(missing_docs)]
 
+mod backend;
 mod content;
 mod error;
 mod lock;
@@ -52,9 +59,10 @@ mod sys;
 mod template;
 mod wait;
 
+pub use backend::{BackendFuture, BackendLock, LockBackend};
 pub use content::{read_content, read_content_from};
 pub use error::Error;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock, open_for_locking};
 pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
 pub use template::{MAX_RECORD, TemplateError};
-pub use wait::{FALLBACK_POLL, ReleaseWatch};
+pub use wait::{FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch};

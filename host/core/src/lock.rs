@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Error, FALLBACK_POLL, ReleaseWatch, TemplateError, content, sys, template};
+use crate::{
+    Error, FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, TemplateError, content,
+    sys, template,
+};
 
 /// The fields every template may use.
 const BUILTIN_FIELDS: [&str; 2] = ["pid", "hostname"];
@@ -197,6 +200,7 @@ impl LockOptions {
         let mut watch = pending.release_watch().ok();
         // A wait too long for the clock (Duration::MAX) never ends.
         let deadline = Instant::now().checked_add(self.wait);
+        let mut poll = FallbackPoll::new();
         loop {
             pending = match pending.try_lock()? {
                 Attempt::Taken(lock) => return Ok(lock),
@@ -205,12 +209,12 @@ impl LockOptions {
             // Sleep at most until the deadline, so the last try is made on it.
             let sleep = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => FALLBACK_POLL,
+                None => FALLBACK_POLL_MAX,
             };
             if sleep.is_zero() {
                 return Err(pending.into_error());
             }
-            let sleep = sleep.min(FALLBACK_POLL);
+            let sleep = sleep.min(poll.next_interval());
             match &mut watch {
                 Some(releases) => {
                     if let Err(error) = releases.wait(sleep) {
@@ -246,6 +250,17 @@ impl LockOptions {
             log_failures: self.log_failures,
             wait: self.wait,
         })
+    }
+
+    /// Checks the template and renders the content a holder records, without
+    /// zc.lockfile's leading space and newline; `None` in no-content mode.
+    /// `name` names the lock in errors. For backends that keep the record
+    /// elsewhere than in a lock file (a database): the same template, fields
+    /// and record rules as [`lock`](Self::lock).
+    pub fn render_content(&self, name: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .render(Path::new(name))?
+            .map(|record| record_content(&record).to_owned()))
     }
 
     /// Renders `" " + content + "\n"`, or `None` in no-content mode.
@@ -306,7 +321,8 @@ fn record_content(record: &str) -> &str {
 /// without truncation is the same minus the append mode that let it write a
 /// second record. std sets close-on-exec, so children never inherit the lock;
 /// the open never blocks, so a FIFO in the file's place is an error, not a
-/// hang.
+/// hang. On Windows std's handles are not inheritable either, and share read,
+/// write and delete, so others can open, read and lock the file meanwhile.
 pub fn open_for_locking(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);

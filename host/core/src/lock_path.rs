@@ -55,6 +55,8 @@ pub enum LockPathError {
 /// Accepted paths are relative, at most [`MAX_LOCK_PATH`] bytes, free of NUL,
 /// and never climb above their starting directory through `..`, however
 /// they are resolved afterwards (`a/../b` is accepted, `a/../../b` is not).
+/// On a Windows host, whose file system reads them so, `\` separates
+/// components too and a leading `C:` (a drive) makes a path absolute.
 ///
 /// ```
 /// use lockfile_core::{LockPathError, check_lock_path};
@@ -69,7 +71,7 @@ pub fn check_lock_path(path: &str) -> Result<(), LockPathError> {
     }
     if path.len() > MAX_LOCK_PATH
         || path
-            .split('/')
+            .split(SEPARATORS)
             .any(|component| component.len() > MAX_LOCK_PATH_COMPONENT)
     {
         let end = (0..=32).rev().find(|&i| path.is_char_boundary(i));
@@ -81,14 +83,14 @@ pub fn check_lock_path(path: &str) -> Result<(), LockPathError> {
     if path.contains('\0') {
         return Err(LockPathError::Nul(path.to_owned()));
     }
-    if path.starts_with('/') {
+    if path.starts_with(SEPARATORS) || has_drive(path) {
         return Err(LockPathError::Absolute {
             path: path.to_owned(),
             suggestion: relative_suggestion(path),
         });
     }
     let mut depth = 0usize;
-    for component in path.split('/') {
+    for component in path.split(SEPARATORS) {
         match component {
             "" | "." => {}
             ".." => {
@@ -102,11 +104,29 @@ pub fn check_lock_path(path: &str) -> Result<(), LockPathError> {
     Ok(())
 }
 
+/// What separates components: `/`, as in WASI; on a Windows host also `\`,
+/// which its file system (and cap-std there) reads as a separator too, so
+/// `..\..\x` is refused on the text as `../../x` is.
+#[cfg(not(windows))]
+const SEPARATORS: &[char] = &['/'];
+#[cfg(windows)]
+const SEPARATORS: &[char] = &['/', '\\'];
+
+/// A Windows drive, `C:`, which makes `C:x` mean a path outside the
+/// directory; only on a Windows host, where `C:` means that.
+fn has_drive(path: &str) -> bool {
+    cfg!(windows) && matches!(path.as_bytes(), [letter, b':', ..] if letter.is_ascii_alphabetic())
+}
+
 /// `/locks/a.lock` -> `a.lock`: plugins see their lock directory at `/locks`,
 /// and that prefix is the usual mistake.
 fn relative_suggestion(path: &str) -> String {
-    let relative = path.trim_start_matches('/');
-    let relative = relative.strip_prefix("locks/").unwrap_or(relative);
+    let relative = if has_drive(path) { &path[2..] } else { path };
+    let relative = relative.trim_start_matches(SEPARATORS);
+    let relative = relative
+        .strip_prefix("locks/")
+        .or_else(|| relative.strip_prefix("locks\\").filter(|_| cfg!(windows)))
+        .unwrap_or(relative);
     if relative.is_empty() {
         "job.lock".to_owned()
     } else {
@@ -154,6 +174,34 @@ mod tests {
             check_lock_path("/etc/passwd"),
             Err(LockPathError::Absolute { suggestion, .. }) if suggestion == "etc/passwd"
         ));
+    }
+
+    #[cfg(windows)]
+    #[test]
+    fn backslashes_and_drives_are_read_as_windows_reads_them() {
+        for bad in ["..\\a", "a\\..\\..\\x.lock", "a/..\\.."] {
+            assert_eq!(
+                check_lock_path(bad),
+                Err(LockPathError::Escapes(bad.into())),
+                "{bad}"
+            );
+        }
+        for (bad, suggestion) in [
+            ("\\", "job.lock"),
+            ("\\locks\\a.lock", "a.lock"),
+            ("C:x.lock", "x.lock"),
+            ("c:\\x.lock", "x.lock"),
+        ] {
+            assert_eq!(
+                check_lock_path(bad),
+                Err(LockPathError::Absolute {
+                    path: bad.into(),
+                    suggestion: suggestion.into()
+                }),
+                "{bad}"
+            );
+        }
+        assert_eq!(check_lock_path("a\\b.lock"), Ok(()));
     }
 
     #[test]

@@ -88,14 +88,25 @@ impl TemplateError {
     /// Refuses a rendered record (`" " + content + "\n"`) that is too long or
     /// holds a line break.
     pub(crate) fn check_record(template: &str, record: &str) -> Result<(), Self> {
-        if record.len() > MAX_RECORD {
+        Self::check_content(template, &record[1..record.len() - 1])
+    }
+
+    /// The record rules, on a holder's content (the record without
+    /// zc.lockfile's leading space and newline): one line, and at most
+    /// [`MAX_RECORD`] bytes with the space and the newline. `template` names
+    /// what it was rendered from in the error. For backends that store the
+    /// content elsewhere than in a file, so every backend holds records to
+    /// the same rules.
+    pub fn check_content(template: &str, content: &str) -> Result<(), Self> {
+        let len = content.len() + 2;
+        if len > MAX_RECORD {
             return Err(Self::TooLong {
                 template: template.to_owned(),
                 what: "once rendered",
-                len: record.len(),
+                len,
             });
         }
-        if record[..record.len() - 1].contains(['\n', '\r']) {
+        if content.contains(['\n', '\r']) {
             return Err(Self::MultiLine {
                 template: template.to_owned(),
             });

@@ -29,11 +29,57 @@ use std::time::Duration;
 
 use crate::sys::watch;
 
-/// How often a waiter tries the lock when nothing tells it of a release: a
-/// holder that unlocks without closing, a file system without inotify events,
-/// or a system without inotify. 50 ms is the interval yg.lockfile and Python's
-/// filelock poll at: 20 tries a second, each a single failed flock.
+/// How soon a waiter first tries the lock again when nothing tells it of a
+/// release: a holder that unlocks without closing, a file system without
+/// inotify events, or a system without inotify. 50 ms is the interval
+/// yg.lockfile and Python's filelock poll at. The interval then doubles up to
+/// [`FALLBACK_POLL_MAX`] ([`FallbackPoll`]).
 pub const FALLBACK_POLL: Duration = Duration::from_millis(50);
+
+/// The longest the fallback poll grows to. Releases that close the file are
+/// seen at once whatever the poll; this bounds how late the others are seen,
+/// and keeps a long wait cheap: measured here, one wake-up costs a waiter
+/// about 24 µs of CPU on this 2-core VM, so 100 waiters polling every 50 ms
+/// took 4.7% of a core, and every 500 ms take under 0.5%.
+pub const FALLBACK_POLL_MAX: Duration = Duration::from_millis(500);
+
+/// The fallback poll's intervals: [`FALLBACK_POLL`], doubling up to
+/// [`FALLBACK_POLL_MAX`].
+///
+/// ```
+/// use lockfile_core::{FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll};
+///
+/// let mut poll = FallbackPoll::new();
+/// assert_eq!(poll.next_interval(), FALLBACK_POLL);
+/// assert_eq!(poll.next_interval(), FALLBACK_POLL * 2);
+/// assert!((0..10).all(|_| poll.next_interval() <= FALLBACK_POLL_MAX));
+/// ```
+#[derive(Debug, Clone)]
+pub struct FallbackPoll {
+    next: Duration,
+}
+
+impl FallbackPoll {
+    /// Starts at [`FALLBACK_POLL`].
+    pub fn new() -> Self {
+        Self {
+            next: FALLBACK_POLL,
+        }
+    }
+
+    /// The next interval to sleep at most before trying again.
+    pub fn next_interval(&mut self) -> Duration {
+        let interval = self.next;
+        self.next = (self.next * 2).min(FALLBACK_POLL_MAX);
+        interval
+    }
+}
+
+impl Default for FallbackPoll {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// Wakes a waiter when the lock file is closed, which is when holders release.
 ///

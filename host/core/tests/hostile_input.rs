@@ -1,6 +1,7 @@
 //! Input that must be refused whole, and files that are not lock files: one
 //! clear error each, nothing created or held, nothing blocks.
 
+#[cfg(unix)]
 use std::time::Duration;
 
 use lockfile_core::{Error, LockFile, LockOptions, MAX_RECORD, TemplateError, read_content};

@@ -1,4 +1,10 @@
 //! Interop with the real zc.lockfile from PyPI: the same lock, the same bytes.
+//!
+//! Unix only: it runs zc.lockfile in the CPython of this machine (a virtualenv
+//! under target/); the Windows tests run under Wine, which has no Windows
+//! Python. On Windows both lock byte 0 (msvcrt.locking there, LockFileEx
+//! here) and read the record from byte 1.
+#![cfg(unix)]
 
 #[path = "../../../tests/support/zc_python.rs"]
 mod zc_python;

@@ -1,9 +1,11 @@
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use lockfile_core::LockBackend;
 use wasmtime::component::ResourceTable;
 
 use crate::sandbox::FileBudget;
@@ -14,7 +16,7 @@ use crate::sandbox::FileBudget;
 /// [`LockfileCtx::builder`].
 #[derive(Debug)]
 pub struct LockfileCtx {
-    pub(crate) dir: Dir,
+    pub(crate) place: Place,
     pub(crate) plugin: String,
     pub(crate) max_locks: u32,
     pub(crate) max_wait: Option<Duration>,
@@ -35,6 +37,14 @@ impl LockfileCtx {
     /// [`build`](LockfileCtxBuilder::build) opens it.
     pub fn builder(lock_dir: impl Into<PathBuf>) -> LockfileCtxBuilder {
         Self::builder_from(LockDir::Path(lock_dir.into()))
+    }
+
+    /// Starts a context whose plugin's locks live in `backend` (a database)
+    /// instead of a lock directory: the plugin's paths are the locks' names,
+    /// under the same path rules, and the plugin cannot tell the difference.
+    /// [`max_lock_files`](LockfileCtxBuilder::max_lock_files) does not apply.
+    pub fn builder_for_backend(backend: Arc<dyn LockBackend>) -> LockfileCtxBuilder {
+        Self::builder_from(LockDir::Backend(backend))
     }
 
     /// Like [`builder`](Self::builder), for a directory the host has already
@@ -67,11 +77,24 @@ impl LockfileCtx {
     }
 }
 
-/// The lock directory, by path or already open.
+/// The lock directory, by path or already open, or another backend.
 #[derive(Debug)]
 enum LockDir {
     Path(PathBuf),
     Open(Dir),
+    Backend(Arc<dyn LockBackend>),
+}
+
+/// Where a plugin's locks live.
+///
+/// A first step towards one backend trait for both: the lock directory is
+/// still served by this crate's own code (confined by cap-std, with its file
+/// budget and its async release watch); every other backend through
+/// [`LockBackend`].
+#[derive(Debug)]
+pub(crate) enum Place {
+    Dir(Dir),
+    Backend(Arc<dyn LockBackend>),
 }
 
 /// Configures a [`LockfileCtx`].
@@ -136,12 +159,13 @@ impl LockfileCtxBuilder {
 
     /// Opens the lock directory. Fails if it is missing or not a directory.
     pub fn build(self) -> io::Result<LockfileCtx> {
-        let dir = match self.lock_dir {
-            LockDir::Path(path) => open_dir(&path)?,
-            LockDir::Open(dir) => dir,
+        let place = match self.lock_dir {
+            LockDir::Path(path) => Place::Dir(open_dir(&path)?),
+            LockDir::Open(dir) => Place::Dir(dir),
+            LockDir::Backend(backend) => Place::Backend(backend),
         };
         Ok(LockfileCtx {
-            dir,
+            place,
             plugin: self.plugin,
             max_locks: self.max_locks,
             max_wait: self.max_wait,

@@ -1,12 +1,18 @@
 //! The interface's implementation, shared by the sync and async bindings.
 
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use lockfile_core::{Attempt, FALLBACK_POLL, LockFile, LockOptions, PendingLock};
+use lockfile_core::{
+    Attempt, BackendFuture, BackendLock, FALLBACK_POLL_MAX, FallbackPoll, LockFile, LockOptions,
+    PendingLock,
+};
 use wasmtime::component::Resource;
 
 use crate::bindings::r#async::lockfile::lockfile::lockfile as async_api;
 use crate::bindings::sync::lockfile::lockfile::lockfile as sync_api;
+use crate::ctx::Place;
 use crate::{LockfileCtxView, sandbox};
 
 /// A plugin's lock handle: the lock until it is released, and what the plugin
@@ -15,9 +21,66 @@ use crate::{LockfileCtxView, sandbox};
 /// leaves nothing locked.
 #[derive(Debug)]
 pub struct HostLock {
-    lock: Option<LockFile>,
+    lock: Option<Held>,
     path: String,
     content: Option<String>,
+}
+
+/// A lock a plugin holds: a lock file, or one of another backend.
+#[derive(Debug)]
+enum Held {
+    File(LockFile),
+    Backend(Box<dyn BackendLock>),
+}
+
+impl Held {
+    fn content(&self) -> Option<&str> {
+        match self {
+            Held::File(lock) => lock.content(),
+            Held::Backend(lock) => lock.content(),
+        }
+    }
+
+    /// Releases at once: a backend's lock is free on return (one round trip),
+    /// so the plugin can take it again right away, as with a lock file.
+    fn release(self) {
+        match self {
+            Held::File(lock) => lock.release(),
+            Held::Backend(lock) => {
+                if let Err(error) = block_on(lock.release()) {
+                    log::debug!(target: "lockfile", "release: {error}");
+                }
+            }
+        }
+    }
+}
+
+/// A backend's acquisition in flight.
+type BackendAcquire = BackendFuture<Result<Box<dyn BackendLock>, lockfile_core::Error>>;
+
+/// Runs `future` to completion on this thread. Only for futures driven
+/// elsewhere ([`BackendFuture`]s: the backend runs their work on a runtime of
+/// its own), so it parks this thread until woken, from any context, a
+/// runtime's included.
+fn block_on<T>(future: BackendFuture<T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = future;
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }
 
 /// Why `acquire` or `read-content` failed, before it is put into either
@@ -82,18 +145,57 @@ impl LockfileCtxView<'_> {
         path: &str,
         template: Option<String>,
         wait_ms: u64,
-    ) -> Result<LockFile, Failure> {
+    ) -> Result<Held, Failure> {
         let options = self.start_acquire(path, template, wait_ms)?;
-        let (dir, files) = (&self.ctx.dir, &mut self.ctx.files);
+        let dir = match &self.ctx.place {
+            Place::Dir(dir) => dir,
+            Place::Backend(_) => {
+                let acquire = self.acquire_backend(path, &options)?;
+                return self.backend_outcome(path, block_on(acquire));
+            }
+        };
+        let files = &mut self.ctx.files;
         options
             .lock_with(path, || sandbox::open_for_locking(dir, path, files))
+            .map(Held::File)
             .map_err(|e| Failure::from_core(path, e))
+    }
+
+    /// Renders the content as for a lock file, then asks the backend; the
+    /// future it returns waits the backend's way (a database's own queue).
+    fn acquire_backend(
+        &self,
+        path: &str,
+        options: &LockOptions,
+    ) -> Result<BackendAcquire, Failure> {
+        let Place::Backend(backend) = &self.ctx.place else {
+            unreachable!("called for a backend only");
+        };
+        let content = options.render_content(path).map_err(Failure::Lock)?;
+        Ok(backend.acquire(path, content, options.wait_limit()))
+    }
+
+    fn backend_outcome(
+        &self,
+        path: &str,
+        outcome: Result<Box<dyn BackendLock>, lockfile_core::Error>,
+    ) -> Result<Held, Failure> {
+        outcome.map(Held::Backend).map_err(|error| {
+            if self.ctx.log_failures && error.holder().is_some() {
+                log::error!(
+                    target: "lockfile",
+                    "Error locking file {path}; pid={}",
+                    error.holder().unwrap_or("UNKNOWN")
+                );
+            }
+            Failure::Lock(error)
+        })
     }
 
     /// Like [`acquire_blocking`](Self::acquire_blocking), but a wait never
     /// blocks the executor thread: between non-blocking tries it sleeps on
     /// tokio until the lock file is closed ([`AsyncReleaseWatch`]) or
-    /// [`FALLBACK_POLL`] has passed, and at most until the deadline, where it
+    /// [`FallbackPoll`] has passed, and at most until the deadline, where it
     /// makes its last try. It holds nothing but futures, so when the future is
     /// dropped (a timeout), nothing is left that could take the lock later.
     async fn acquire_async(
@@ -101,9 +203,18 @@ impl LockfileCtxView<'_> {
         path: &str,
         template: Option<String>,
         wait_ms: u64,
-    ) -> Result<LockFile, Failure> {
+    ) -> Result<Held, Failure> {
         let options = self.start_acquire(path, template, wait_ms)?;
-        let (dir, files) = (&self.ctx.dir, &mut self.ctx.files);
+        let dir = match &self.ctx.place {
+            Place::Dir(dir) => dir,
+            Place::Backend(_) => {
+                let acquire = self.acquire_backend(path, &options)?;
+                // Awaited before `self` is borrowed: the view is not `Sync`.
+                let outcome = acquire.await;
+                return self.backend_outcome(path, outcome);
+            }
+        };
+        let files = &mut self.ctx.files;
         let fail = |e| Failure::from_core(path, e);
         let mut pending = options
             .prepare(path, || sandbox::open_for_locking(dir, path, files))
@@ -113,23 +224,24 @@ impl LockfileCtxView<'_> {
         let mut watch = (!wait.is_zero()).then(|| AsyncReleaseWatch::new(&pending));
         // A wait too long for the clock never ends.
         let deadline = Instant::now().checked_add(wait);
+        let mut poll = FallbackPoll::new();
         loop {
             pending = match pending.try_lock().map_err(fail)? {
-                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Taken(lock) => return Ok(Held::File(lock)),
                 Attempt::Held(pending) => pending,
             };
             let left = match deadline {
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => FALLBACK_POLL,
+                None => FALLBACK_POLL_MAX,
             };
             match &mut watch {
-                Some(watch) if !left.is_zero() => watch.sleep(left.min(FALLBACK_POLL)).await,
+                Some(watch) if !left.is_zero() => watch.sleep(left.min(poll.next_interval())).await,
                 _ => return Err(Failure::Lock(pending.into_error())),
             }
         }
     }
 
-    fn insert(&mut self, path: String, lock: LockFile) -> wasmtime::Result<Resource<HostLock>> {
+    fn insert(&mut self, path: String, lock: Held) -> wasmtime::Result<Resource<HostLock>> {
         let content = lock.content().map(str::to_owned);
         let handle = self.table.push(HostLock {
             lock: Some(lock),
@@ -144,7 +256,13 @@ impl LockfileCtxView<'_> {
         if let Some(reason) = sandbox::refuse(path) {
             return Err(Failure::NotPermitted(reason));
         }
-        let file = sandbox::open_for_reading(&self.ctx.dir, path).map_err(|e| {
+        let dir = match &self.ctx.place {
+            Place::Dir(dir) => dir,
+            Place::Backend(backend) => {
+                return block_on(backend.read_content(path)).map_err(Failure::Lock);
+            }
+        };
+        let file = sandbox::open_for_reading(dir, path).map_err(|e| {
             Failure::from_core(
                 path,
                 lockfile_core::Error::Io {
@@ -298,7 +416,9 @@ macro_rules! implement {
             }
 
             fn release(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
-                self.lock_mut(&handle)?.lock.take();
+                if let Some(lock) = self.lock_mut(&handle)?.lock.take() {
+                    lock.release();
+                }
                 Ok(())
             }
 

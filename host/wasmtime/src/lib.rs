@@ -65,6 +65,9 @@
 // Used by the documentation's example only.
 #[cfg(test)]
 use {tempfile as _, wasmtime_wasi as _};
+// Only the Linux release watch logs.
+#[cfg(not(target_os = "linux"))]
+use log as _;
 
 mod ctx;
 mod host;

@@ -1,5 +1,5 @@
-//! The operating system's calls, kept in one place so another backend (Windows,
-//! locking byte 0 only as zc.lockfile does) can be added beside this one.
+//! Unix: flock(2) on the whole file, through std; the record read and written
+//! at byte 0; inotify on Linux for waits.
 
 use std::fs::{File, TryLockError};
 use std::io;
@@ -23,7 +23,6 @@ pub(crate) fn unlock(file: &File) -> io::Result<()> {
 }
 
 /// Writes `bytes` at offset 0 whatever the file position.
-#[cfg(unix)]
 pub(crate) fn write_at_start(file: &File, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(bytes, 0)
@@ -32,7 +31,6 @@ pub(crate) fn write_at_start(file: &File, bytes: &[u8]) -> io::Result<()> {
 /// Reads from offset 0 into `buf` with one pread, returning how many bytes
 /// were read. Holder records are one short line: one read returns all of it,
 /// and a failed try pays for no second call to find the end of the file.
-#[cfg(unix)]
 pub(crate) fn read_at_start(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     loop {
@@ -45,7 +43,6 @@ pub(crate) fn read_at_start(file: &File, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Makes the child that `command` forks keep `file` open across its exec
 /// (it is close-on-exec everywhere else), so the child holds the lock too.
-#[cfg(unix)]
 pub(crate) fn inherit_in_child(file: &File, command: &mut std::process::Command) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
@@ -67,56 +64,7 @@ pub(crate) fn inherit_in_child(file: &File, command: &mut std::process::Command)
 /// Added to every open of a lock file: a FIFO put where a lock file should be
 /// would otherwise block an open (for reading, or elsewhere for writing) until
 /// a peer comes. Regular files ignore it.
-#[cfg(unix)]
 pub(crate) const OPEN_NONBLOCK: i32 = libc::O_NONBLOCK;
-
-/// Says what is wrong when a lock file turns out not to be a regular file (a
-/// FIFO, a socket, a device): the system's own word for it, such as "Illegal
-/// seek", does not. Only called on a failure, so success pays nothing.
-pub(crate) fn explain(file: &File, error: io::Error) -> io::Error {
-    match file.metadata() {
-        Ok(meta) if !meta.is_file() => io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "not a regular file but {}: lock files must be plain files",
-                file_kind(&meta.file_type())
-            ),
-        ),
-        _ => error,
-    }
-}
-
-/// Refuses a file that is not a regular file, with [`explain`]'s message: for
-/// the paths where nothing else would fail on one (a lock that writes no
-/// record, a read that finds nothing).
-pub(crate) fn ensure_regular(file: &File) -> io::Result<()> {
-    let meta = file.metadata()?;
-    if meta.is_file() {
-        return Ok(());
-    }
-    Err(explain(file, io::Error::other("not a regular file")))
-}
-
-fn file_kind(kind: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            return "a FIFO";
-        }
-        if kind.is_socket() {
-            return "a socket";
-        }
-        if kind.is_char_device() || kind.is_block_device() {
-            return "a device";
-        }
-    }
-    if kind.is_dir() {
-        "a directory"
-    } else {
-        "something else"
-    }
-}
 
 /// inotify, which tells a waiter when the lock file is closed: every holder we
 /// know releases by closing (zc.lockfile's `close()`, flock(1)'s exit, our own
@@ -301,35 +249,3 @@ pub(crate) mod watch {
         }
     }
 }
-
-/// No release notifications here: no watch can be made, so the functions that
-/// take one are never reached.
-#[cfg(not(target_os = "linux"))]
-pub(crate) mod watch {
-    use std::fs::File;
-    use std::io;
-    use std::time::Duration;
-
-    /// No watch can exist.
-    pub(crate) type Watch = std::convert::Infallible;
-
-    pub(crate) fn watch_closes(_: &File) -> io::Result<Watch> {
-        Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "no release notifications on this system: waits poll",
-        ))
-    }
-
-    pub(crate) fn wait_readable(watch: &Watch, _: Duration) -> io::Result<bool> {
-        match *watch {}
-    }
-
-    pub(crate) fn drain(watch: &Watch) -> io::Result<usize> {
-        match *watch {}
-    }
-}
-
-#[cfg(not(unix))]
-compile_error!(
-    "lockfile-core has a Unix backend only; a Windows one must lock byte 0 (not the whole file, as std does) so others can still read the holder"
-);

@@ -1,0 +1,370 @@
+//! `lockfile exec`, `inspect` and `run` with `--lock-db`, against the real
+//! PostgreSQL server of `LOCKFILE_TEST_DB` (`eval "$(scripts/postgres start)"`).
+//! The server restart is in `postgres_restart.rs`, a binary of its own.
+
+#[allow(dead_code)]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{DEADLINE, Reaper, is_running, output, read_pid_file, stderr, stdout, wait_until};
+use lockfile_tests::SINGLETON_JOB_COMPONENT;
+
+const START: &str = "run `eval \"$(scripts/postgres start)\"` first: it starts a throwaway PostgreSQL \
+                     under target/postgres and prints the variables the tests need";
+
+fn db_url() -> String {
+    std::env::var("LOCKFILE_TEST_DB")
+        .unwrap_or_else(|_| panic!("LOCKFILE_TEST_DB is not set: {START}"))
+}
+
+/// A namespace no other test (or earlier run) uses.
+fn namespace(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("cli-{test}-{}-{nanos}", std::process::id())
+}
+
+/// `lockfile SUBCOMMAND --lock-db <test db> --lock-namespace NS`, with no
+/// `LOCKFILE_DB` of the caller's.
+fn lockfile_db(subcommand: &str, ns: &str) -> Command {
+    let mut command = common::lockfile();
+    command
+        .env_remove("LOCKFILE_DB")
+        .arg(subcommand)
+        .arg("--lock-db")
+        .arg(db_url())
+        .args(["--lock-namespace", ns]);
+    command
+}
+
+fn exec(ns: &str, options: &[&str], name: &str, command: &[&str]) -> Command {
+    let mut exec = lockfile_db("exec", ns);
+    exec.args(options).arg(name).arg("--").args(command);
+    exec
+}
+
+fn inspect(ns: &str, name: &str) -> String {
+    let out = output(lockfile_db("inspect", ns).arg(name));
+    assert!(out.status.success(), "inspect: {}", stderr(&out));
+    stdout(&out)
+}
+
+fn wait_until_locked(ns: &str, name: &str) {
+    wait_until(&format!("{name} locked on the database"), || {
+        inspect(ns, name).contains("locked: yes")
+    });
+}
+
+fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap()
+}
+
+#[test]
+fn exec_holders_in_two_processes_exclude_each_other_with_the_record() {
+    let ns = namespace("exclude");
+    let mut reaper = Reaper::default();
+    let holder = reaper.spawn(&mut exec(
+        &ns,
+        &["--content-template", "first {pid} on {hostname}"],
+        "jobs/job.lock",
+        &["sleep", "30"],
+    ));
+    wait_until_locked(&ns, "jobs/job.lock");
+
+    let dir = tempdir();
+    let marker = dir.path().join("ran");
+    let second = output(exec(
+        &ns,
+        &[],
+        "jobs/./job.lock",
+        &["touch", marker.to_str().unwrap()],
+    ));
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+    assert_eq!(
+        stderr(&second),
+        format!(
+            "Couldn't lock 'jobs/./job.lock': held by first {holder} on {}\n",
+            hostname::get().unwrap().to_string_lossy()
+        )
+    );
+    assert!(!marker.exists(), "the second command ran");
+
+    // A wait that runs out is the same status, and never takes it late.
+    let start = Instant::now();
+    let waited = output(exec(&ns, &["--wait", "300ms"], "jobs/job.lock", &["true"]));
+    assert_eq!(waited.status.code(), Some(75), "{}", stderr(&waited));
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(
+        stderr(&waited).starts_with("Couldn't lock 'jobs/job.lock' within 300ms: held by first"),
+        "{}",
+        stderr(&waited)
+    );
+
+    // SIGTERM is passed on to the command; the lock is free once it exits.
+    common::signal(holder, libc::SIGTERM);
+    let first = reaper.finish(holder, DEADLINE);
+    assert_eq!(first.status.code(), Some(128 + libc::SIGTERM), "{first:?}");
+    let third = output(exec(&ns, &[], "jobs/job.lock", &["true"]));
+    assert!(third.status.success(), "{}", stderr(&third));
+}
+
+#[test]
+fn the_command_status_passes_through_and_a_wait_takes_the_lock_on_release() {
+    let ns = namespace("status");
+    let out = output(exec(&ns, &[], "s.lock", &["sh", "-c", "exit 3"]));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+
+    let mut reaper = Reaper::default();
+    let holder = reaper.spawn(&mut exec(&ns, &[], "s.lock", &["sleep", "0.5"]));
+    wait_until_locked(&ns, "s.lock");
+    let start = Instant::now();
+    let waiter = output(exec(&ns, &["--wait", "10s"], "s.lock", &["echo", "after"]));
+    assert!(waiter.status.success(), "{}", stderr(&waiter));
+    assert_eq!(stdout(&waiter), "after\n");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(reaper.finish(holder, DEADLINE).status.success());
+}
+
+#[test]
+fn sigkill_of_an_exec_holder_frees_the_lock_at_once() {
+    let ns = namespace("sigkill");
+    let dir = tempdir();
+    let pid_file = dir.path().join("pid");
+    let mut reaper = Reaper::default();
+    let script = format!("echo $$ > '{}'; exec sleep 30", pid_file.display());
+    let holder = reaper.spawn(&mut exec(&ns, &[], "k.lock", &["sh", "-c", &script]));
+    let command = read_pid_file(&pid_file);
+    reaper.adopt(command);
+    wait_until_locked(&ns, "k.lock");
+
+    common::signal(holder, libc::SIGKILL);
+    let _ = reaper.finish(holder, DEADLINE);
+    let start = Instant::now();
+    loop {
+        let out = output(exec(&ns, &[], "k.lock", &["true"]));
+        if out.status.success() {
+            break;
+        }
+        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "k.lock still held {:?} after its holder was killed",
+            start.elapsed()
+        );
+    }
+    eprintln!("free {:?} after SIGKILL", start.elapsed());
+    // The command does not go on without the lock (Linux: PR_SET_PDEATHSIG).
+    if cfg!(target_os = "linux") {
+        wait_until("the command to end with its lockfile", || {
+            !is_running(command)
+        });
+    }
+}
+
+#[test]
+fn eight_processes_times_25_increments_give_200() {
+    let ns = namespace("counter");
+    let dir = tempdir();
+    let counter = dir.path().join("counter");
+    std::fs::write(&counter, "0\n").unwrap();
+    let lockfile = env!("CARGO_BIN_EXE_lockfile");
+    let increment = format!(
+        "for i in $(seq 25); do \
+           '{lockfile}' exec --lock-db \"$DB\" --lock-namespace '{ns}' --wait 60s counter.lock -- \
+             sh -c 'n=$(cat \"$0\"); echo $((n + 1)) > \"$0\"' '{}' || exit 1; \
+         done",
+        counter.display()
+    );
+    let mut reaper = Reaper::default();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            reaper.spawn(
+                Command::new("sh")
+                    .args(["-c", &increment])
+                    .env("DB", db_url())
+                    .env_remove("LOCKFILE_DB"),
+            )
+        })
+        .collect();
+    for worker in workers {
+        let done = reaper.finish(worker, Duration::from_secs(120));
+        assert!(done.status.success(), "{done:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "200\n");
+}
+
+/// Runs `lockfile exec --lock-db URL` for a command that would leave a
+/// marker, and checks: the status, one line on stderr that does not show the
+/// password, and the command never ran.
+fn refused(url: &str, status: i32, says: &str) {
+    let dir = tempdir();
+    let marker = dir.path().join("ran");
+    let out = output(
+        common::lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args(["exec", "--lock-db", url, "x.lock", "--", "touch"])
+            .arg(&marker),
+    );
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(status), "{url}: {message}");
+    assert_eq!(message.matches('\n').count(), 1, "{url}: {message:?}");
+    assert!(message.starts_with("lockfile: "), "{message}");
+    assert!(message.contains(says), "{url}: {message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(!marker.exists(), "{url}: the command ran");
+}
+
+#[test]
+fn bad_urls_exit_64_and_unreachable_databases_74_in_one_line_without_running() {
+    let url = db_url();
+    let (base, dbname) = url.rsplit_once('/').unwrap();
+    let (credentials, host) = base.split_once("://").unwrap().1.split_once('@').unwrap();
+    let user = credentials.split_once(':').unwrap().0;
+    // A port nobody listens on: bound, then freed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+
+    refused(
+        "mysql://u:s3cret@localhost/db",
+        64,
+        "invalid lock database URL",
+    );
+    refused(
+        "host=localhost password=s3cret",
+        64,
+        "invalid lock database URL",
+    );
+    refused(
+        "postgres://u:s3cret@localhost:notaport/db",
+        64,
+        "invalid lock database URL",
+    );
+    refused(
+        &format!("postgres://u:s3cret@127.0.0.1:{closed}/db"),
+        74,
+        "Connection refused",
+    );
+    refused(
+        &format!("postgres://{user}:s3cret@{host}/{dbname}"),
+        74,
+        "password authentication failed",
+    );
+    refused(
+        &format!("{base}/no_such_database_here"),
+        74,
+        "does not exist",
+    );
+}
+
+#[test]
+fn inspect_tells_the_holder_without_taking_the_lock() {
+    let ns = namespace("inspect");
+    assert_eq!(inspect(&ns, "never.lock"), "content: (none)\nlocked: no\n");
+
+    let mut reaper = Reaper::default();
+    let holder = reaper.spawn(&mut exec(
+        &ns,
+        &["--content-template", "{pid};box"],
+        "i.lock",
+        &["sleep", "30"],
+    ));
+    wait_until_locked(&ns, "i.lock");
+    let held = inspect(&ns, "i.lock");
+    let lines: Vec<&str> = held.lines().collect();
+    assert_eq!(lines[0], format!("content: {holder};box"));
+    assert!(lines[1].starts_with("locked: yes (backend pid "), "{held}");
+    assert!(lines[2].starts_with("token: "), "{held}");
+    // Inspecting took nothing: the holder keeps it, a taker is refused.
+    let taker = output(exec(&ns, &[], "i.lock", &["true"]));
+    assert_eq!(taker.status.code(), Some(75));
+
+    common::signal(holder, libc::SIGTERM);
+    reaper.finish(holder, DEADLINE);
+    let free = inspect(&ns, "i.lock");
+    assert!(
+        free.starts_with(&format!("content: {holder};box\nlocked: no\ntoken: ")),
+        "{free}"
+    );
+}
+
+/// A compile cache of this binary's own, filled once.
+fn cache_dir() -> &'static Path {
+    static CACHE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("postgres-compile-cache");
+        let out = common::output_within(
+            common::lockfile()
+                .arg("compile")
+                .arg("--cache-dir")
+                .arg(&dir)
+                .arg(SINGLETON_JOB_COMPONENT),
+            Duration::from_secs(300),
+        );
+        assert!(out.status.success(), "compile: {}", stderr(&out));
+        dir
+    })
+}
+
+fn run(ns: &str, options: &[&str], steps: &str) -> Command {
+    let mut run = lockfile_db("run", ns);
+    run.arg("--cache-dir")
+        .arg(cache_dir())
+        .args(options)
+        .args([SINGLETON_JOB_COMPONENT, steps]);
+    run
+}
+
+#[test]
+fn the_singleton_job_plugin_runs_unchanged_on_the_database_and_excludes_its_twin() {
+    let ns = namespace("plugin");
+    let alone = output(run(&ns, &[], "1"));
+    assert!(alone.status.success(), "{}", stderr(&alone));
+    assert!(stdout(&alone).ends_with("step 1/1 done\ndone, lock released\n"));
+    // Its lock was on the database, under the namespace.
+    let seen = inspect(&ns, "job.lock");
+    assert!(
+        seen.starts_with("content: singleton-job on ") && seen.contains("locked: no"),
+        "{seen}"
+    );
+
+    let mut reaper = Reaper::default();
+    let first = reaper.spawn(&mut run(&ns, &[], "50"));
+    wait_until_locked(&ns, "job.lock");
+    let second = output(run(&ns, &[], "1"));
+    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(
+        stderr(&second),
+        format!(
+            "Couldn't lock 'job.lock': held by singleton-job on {}, pid {first}\n",
+            hostname::get().unwrap().to_string_lossy()
+        )
+    );
+    assert_eq!(stdout(&second), "");
+}
+
+#[test]
+fn singleton_on_the_database_excludes_a_second_run() {
+    let ns = namespace("singleton");
+    let mut reaper = Reaper::default();
+    let first = reaper.spawn(&mut run(&ns, &["--singleton", "run.lock"], "50"));
+    wait_until_locked(&ns, "run.lock");
+    let second = output(run(&ns, &["--singleton", "run.lock"], "1"));
+    assert_eq!(second.status.code(), Some(75), "{}", stderr(&second));
+    assert_eq!(
+        stderr(&second),
+        format!("Couldn't lock 'run.lock': held by {first}\n")
+    );
+    assert_eq!(stdout(&second), "", "the second plugin started");
+    common::signal(first, libc::SIGKILL);
+    reaper.finish(first, DEADLINE);
+    let again = output(run(&ns, &["--singleton", "run.lock"], "0"));
+    assert!(again.status.success(), "{}", stderr(&again));
+}

@@ -1,0 +1,129 @@
+//! [`PgLocker`] as a [`LockBackend`]: the lock boundary that hosts which
+//! know only `lockfile_core` (the wasmtime glue) use.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use lockfile_core::{BackendFuture, BackendLock, LockBackend};
+use tokio::task::JoinHandle;
+
+use crate::{Error, PgLock, PgLocker};
+
+impl Error {
+    /// This error as a lock file's: the outcomes they share as they are, the
+    /// rest as [`lockfile_core::Error::Io`] on `name` (a name that resolves
+    /// to no lock as `InvalidInput`, a lost lock as `ConnectionAborted`).
+    pub fn into_core(self, name: &str) -> lockfile_core::Error {
+        let (kind, message) = match self {
+            Error::Lock(error) => return error,
+            Error::Name(error) => (io::ErrorKind::InvalidInput, error.to_string()),
+            error @ Error::Lost { .. } => (io::ErrorKind::ConnectionAborted, error.to_string()),
+            error => (io::ErrorKind::Other, error.to_string()),
+        };
+        lockfile_core::Error::Io {
+            operation: "lock",
+            path: name.into(),
+            source: io::Error::new(kind, message),
+        }
+    }
+}
+
+/// The locker's work, run on the runtime it was connected on, so that the
+/// caller may await it from any executor or block on it; dropping it aborts
+/// the work (an acquisition's wait is then cancelled on the server).
+struct OnRuntime<T>(JoinHandle<T>);
+
+impl<T> Drop for OnRuntime<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for OnRuntime<T> {
+    type Output = Result<T, lockfile_core::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.map_err(|error| lockfile_core::Error::Io {
+                operation: "lock",
+                path: "".into(),
+                source: io::Error::other(format!("the lock database's task failed: {error}")),
+            })
+        })
+    }
+}
+
+impl PgLocker {
+    fn on_runtime<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> OnRuntime<T> {
+        OnRuntime(self.inner.runtime.spawn(work))
+    }
+}
+
+/// The runtime `PgLocker::connect` ran on drives the work: it must keep
+/// running (a multi-threaded runtime, or one a thread blocks on) while the
+/// backend is used.
+impl LockBackend for PgLocker {
+    fn acquire(
+        &self,
+        name: &str,
+        content: Option<String>,
+        wait: Duration,
+    ) -> BackendFuture<Result<Box<dyn BackendLock>, lockfile_core::Error>> {
+        let locker = self.clone();
+        let name = name.to_owned();
+        let work = self.on_runtime(async move {
+            locker
+                .acquire(&name, content, wait)
+                .await
+                .map_err(|error| error.into_core(&name))
+        });
+        Box::pin(async move { Ok(Box::new(work.await??) as Box<dyn BackendLock>) })
+    }
+
+    fn read_content(
+        &self,
+        name: &str,
+    ) -> BackendFuture<Result<Option<String>, lockfile_core::Error>> {
+        let locker = self.clone();
+        let name = name.to_owned();
+        let work = self.on_runtime(async move {
+            locker
+                .read_content(&name)
+                .await
+                .map_err(|error| error.into_core(&name))
+        });
+        Box::pin(async move { work.await? })
+    }
+}
+
+impl BackendLock for PgLock {
+    fn content(&self) -> Option<&str> {
+        PgLock::content(self)
+    }
+
+    fn token(&self) -> Option<u64> {
+        Some(PgLock::token(self))
+    }
+
+    fn held(&self) -> bool {
+        PgLock::held(self)
+    }
+
+    fn release(self: Box<Self>) -> BackendFuture<Result<(), lockfile_core::Error>> {
+        let name = self.name().to_owned();
+        let runtime = self.inner.runtime.clone();
+        let work = OnRuntime(runtime.spawn(async move {
+            (*self)
+                .release()
+                .await
+                .map_err(|error| error.into_core(&name))
+        }));
+        Box::pin(async move { work.await? })
+    }
+}

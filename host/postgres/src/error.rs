@@ -1,0 +1,123 @@
+use std::io;
+
+use lockfile_core::LockPathError;
+
+/// Why a lock on the database could not be taken, kept or read.
+///
+/// The outcomes a lock file has too are [`lockfile_core::Error`]s, worded the
+/// same (`Couldn't lock 'job.lock': held by 123;box`), so a caller maps them
+/// the same way: [`Locked`](lockfile_core::Error::Locked) and
+/// [`TimedOut`](lockfile_core::Error::TimedOut) for contention,
+/// [`InvalidTemplate`](lockfile_core::Error::InvalidTemplate) for a record
+/// that breaks the record rules, [`Io`](lockfile_core::Error::Io) for a
+/// database that cannot be reached or fails (its message names the URL,
+/// never its password). What only a database has gets a variant here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// An outcome shared with lock files.
+    #[error(transparent)]
+    Lock(#[from] lockfile_core::Error),
+    /// The lock name breaks the lock path rules ([`lockfile_core::check_lock_path`]).
+    #[error(transparent)]
+    Name(#[from] LockPathError),
+    /// The URL cannot be used; nothing was connected.
+    #[error("invalid lock database URL{}: {reason}", shown(url))]
+    InvalidUrl {
+        /// The URL without its password (empty when it could not be told apart).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The namespace is empty, too long, or holds a NUL.
+    #[error("invalid lock namespace {namespace:?}: {reason}")]
+    InvalidNamespace {
+        /// The namespace as given.
+        namespace: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The session holding the lock ended (the server restarted or failed
+    /// over, the network dropped, the server stopped answering): the lock is
+    /// no longer held, and another process may hold it now.
+    #[error("lost the lock on '{name}': {reason}")]
+    Lost {
+        /// The lock's name.
+        name: String,
+        /// Why the session ended.
+        reason: String,
+    },
+}
+
+fn shown(url: &str) -> String {
+    if url.is_empty() {
+        String::new()
+    } else {
+        format!(" '{url}'")
+    }
+}
+
+impl Error {
+    /// What the holder recorded, for `Locked` and `TimedOut`.
+    pub fn holder(&self) -> Option<&str> {
+        match self {
+            Self::Lock(error) => error.holder(),
+            _ => None,
+        }
+    }
+
+    /// A database failure during `operation` on the lock `name` (or on the
+    /// database itself, when `name` is its URL).
+    pub(crate) fn db(
+        operation: &'static str,
+        name: &str,
+        url: &str,
+        error: &tokio_postgres::Error,
+    ) -> Self {
+        Self::io(
+            operation,
+            name,
+            io::Error::new(
+                kind(error),
+                format!("lock database {url}: {}", describe(error)),
+            ),
+        )
+    }
+
+    pub(crate) fn io(operation: &'static str, name: &str, source: io::Error) -> Self {
+        Self::Lock(lockfile_core::Error::Io {
+            operation,
+            path: name.into(),
+            source,
+        })
+    }
+}
+
+/// One line for a tokio-postgres error: the server's own message for a
+/// server error, else what failed and why.
+pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        return db.message().to_owned();
+    }
+    let mut line = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        line.push_str(": ");
+        line.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    line
+}
+
+pub(crate) fn kind(error: &tokio_postgres::Error) -> io::ErrorKind {
+    if error.is_closed() {
+        return io::ErrorKind::ConnectionAborted;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            return io.kind();
+        }
+        source = cause.source();
+    }
+    io::ErrorKind::Other
+}

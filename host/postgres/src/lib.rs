@@ -1,0 +1,110 @@
+//! zc.lockfile's locks on PostgreSQL advisory locks: the same lock names and
+//! holder records as lock files, shared by every machine that reaches the
+//! database.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lockfile_postgres::PgLocker;
+//!
+//! # async fn demo() -> Result<(), lockfile_postgres::Error> {
+//! let locker = PgLocker::connect("postgres://app:secret@db.internal/app", "nightly").await?;
+//! let lock = locker
+//!     .acquire("jobs/report.lock", Some(format!("{};worker-3", std::process::id())), Duration::ZERO)
+//!     .await?;
+//! // Elsewhere: Couldn't lock 'jobs/report.lock': held by 4242;worker-3
+//! println!("fencing token {}", lock.token());
+//! tokio::select! {
+//!     reason = lock.lost_notify() => eprintln!("lock lost: {reason}"),
+//!     () = tokio::time::sleep(Duration::from_secs(10)) => {}
+//! }
+//! lock.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What holds
+//!
+//! - **Exclusion**: a lock is a session-level advisory lock
+//!   (`pg_try_advisory_lock`, or `pg_advisory_lock` under `lock_timeout` for a
+//!   wait: the server's own queue, no polling). It is held until released or
+//!   until its session ends: a killed process's socket closes and the server
+//!   frees its locks at once.
+//! - **Names**: a lock name is a lock path, under the same rules as in a lock
+//!   directory ([`lockfile_core::check_lock_path`]), resolved on the text
+//!   (`./a//b.lock` is `a/b.lock`), under a namespace: the same name in the
+//!   same namespace is the same lock on every machine.
+//! - **Records**: the holder's record (one line, at most
+//!   [`lockfile_core::MAX_RECORD`] bytes with zc.lockfile's space and newline)
+//!   is written in the statement that takes the lock, and anyone reads it
+//!   without the lock ([`PgLocker::read_content`], [`PgLocker::inspect`], the
+//!   `Locked` error).
+//! - **Same name twice in one process fails**, as with zc.lockfile: advisory
+//!   locks are re-entrant within a session, so every held lock has a session
+//!   of its own, and sessions exclude each other whoever owns them. A session
+//!   per lock also makes a loss per lock, and release-on-drop a matter of
+//!   closing the socket. Released locks give their session back to a small
+//!   pool; reads share one session.
+//! - **Fencing tokens**: each acquisition gets a token larger than every
+//!   earlier one for the name ([`PgLock::token`]), issued in the statement
+//!   that takes the lock.
+//!
+//! # What does not
+//!
+//! - **A lock can be lost.** When the session ends (server restart or
+//!   failover, network loss, a server that stops answering) the lock is free
+//!   for others. The holder learns it at once when the server closes the
+//!   connection (a restart, `pg_terminate_backend`), and within about 6 s
+//!   when it goes silent: each held lock's session is checked with `SELECT 1`
+//!   every second and given 5 s to answer, over TCP keepalives and
+//!   `tcp_user_timeout` ([`PgLock::held`], [`PgLock::lost_notify`]). The
+//!   server sets the same keepalives on its end of a lock's session, so a
+//!   client that vanished loses its locks within about 5 s. Whatever the lock
+//!   guards should check the
+//!   fencing token.
+//! - **Connection poolers in transaction mode** (PgBouncer's
+//!   `pool_mode = transaction`) hand a session to other clients between
+//!   transactions, which breaks session locks: connect to the server, or to a
+//!   pooler in session mode.
+//! - **TLS** is not built in: `sslmode=disable` and `sslmode=prefer` (which
+//!   then connects without TLS) are accepted, `require` is refused. `PG*`
+//!   environment variables are not read.
+//!
+//! # Keys
+//!
+//! Advisory keys are 64-bit, names are not: hashing them would let two
+//! names collide and silently exclude each other. Instead the table
+//! `lockfile_locks` (created on first use, in the first schema of the
+//! `search_path`) gives each (namespace, name) a key from an identity
+//! sequence, starting at [`ADVISORY_KEY_BASE`] + 1, so no two names ever share
+//! one. The statement that takes a key's lock checks, in the same statement,
+//! that the name still maps to that key before it counts as taken. Rows are
+//! never deleted (a trigger refuses it): a name keeps its key for good.
+//!
+//! Needs PostgreSQL 12 or later, and a role that may create the table on first
+//! use (or a table created beforehand by one that may).
+
+#![deny(missing_docs)]
+
+mod backend;
+mod error;
+mod lock;
+mod locker;
+mod record;
+mod session;
+mod sql;
+mod url;
+
+pub use error::Error;
+pub use lock::PgLock;
+pub use locker::{Builder, Inspection, PgLocker};
+pub use sql::ADVISORY_KEY_BASE;
+
+/// The namespace when none is given.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The URL without its password: `postgres://user:secret@host/db` is shown
+/// as `postgres://user@host/db`, and a `password=` parameter is left out.
+/// Every message of this crate shows URLs this way.
+pub fn redact_url(url: &str) -> String {
+    url::redact(url)
+}

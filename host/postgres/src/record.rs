@@ -1,0 +1,103 @@
+//! The rules shared with lock files: lock names are lock paths, records are
+//! one short line.
+
+#[cfg(test)]
+use lockfile_core::MAX_RECORD;
+use lockfile_core::{LockPathError, MAX_LOCK_PATH_COMPONENT, TemplateError};
+
+use crate::Error;
+
+/// Checks `name` against the lock path rules and returns the name of its
+/// lock: the path with `.`, empty components and `..` resolved on the text,
+/// so `./job.lock`, `a//job.lock` and `b/../a/job.lock` name the lock that
+/// `job.lock` and `a/job.lock` name, as they name the same file in a lock
+/// directory.
+pub(crate) fn lock_name(name: &str) -> Result<String, LockPathError> {
+    lockfile_core::check_lock_path(name)?;
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            // check_lock_path refuses a `..` that climbs out.
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        // `.` or `a/..`: the lock directory itself, never a lock.
+        return Err(LockPathError::Empty);
+    }
+    Ok(parts.join("/"))
+}
+
+/// Checks a holder's content (the record without zc.lockfile's leading space
+/// and newline) against the record rules of lock files
+/// ([`TemplateError::check_content`]), and refuses a NUL, which a lock file
+/// holds but PostgreSQL text cannot.
+pub(crate) fn check_content(name: &str, content: &str) -> Result<(), Error> {
+    TemplateError::check_content(content, content).map_err(lockfile_core::Error::from)?;
+    if content.contains('\0') {
+        // A file holds a NUL, PostgreSQL text cannot.
+        return Err(Error::io(
+            "record the holder of",
+            name,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the record holds a NUL byte, which a PostgreSQL text column cannot store",
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a namespace: any text but empty, NUL or longer than a path component.
+pub(crate) fn check_namespace(namespace: &str) -> Result<(), Error> {
+    let reason = if namespace.is_empty() {
+        "it is empty"
+    } else if namespace.len() > MAX_LOCK_PATH_COMPONENT {
+        "it is longer than 255 bytes"
+    } else if namespace.contains('\0') {
+        "it holds a NUL byte"
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidNamespace {
+        namespace: namespace.chars().take(64).collect(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_paths_resolved_on_the_text() {
+        for (path, name) in [
+            ("job.lock", "job.lock"),
+            ("./job.lock", "job.lock"),
+            ("a//b.lock", "a/b.lock"),
+            ("b/../a/job.lock", "a/job.lock"),
+            ("a/./b/", "a/b"),
+        ] {
+            assert_eq!(lock_name(path).unwrap(), name, "{path}");
+        }
+        assert_eq!(lock_name("a/.."), Err(LockPathError::Empty));
+        assert!(matches!(lock_name("../x"), Err(LockPathError::Escapes(_))));
+        assert!(matches!(
+            lock_name("/locks/x"),
+            Err(LockPathError::Absolute { .. })
+        ));
+    }
+
+    #[test]
+    fn records_are_one_short_line() {
+        assert!(check_content("n", "123;box").is_ok());
+        assert!(check_content("n", &"x".repeat(MAX_RECORD - 2)).is_ok());
+        assert!(check_content("n", &"x".repeat(MAX_RECORD - 1)).is_err());
+        assert!(check_content("n", "a\nb").is_err());
+        assert!(check_content("n", "a\0b").is_err());
+    }
+}
