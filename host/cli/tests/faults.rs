@@ -68,16 +68,30 @@ impl Tmpfs {
 
     fn remount_read_only(&self) {
         let target = c_path(self.path());
-        let rc = unsafe {
-            libc::mount(
-                std::ptr::null(),
-                target.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "remount ro: {}", io::Error::last_os_error());
+        // EBUSY while any process has a file open for writing there: another
+        // test's child between fork and exec briefly holds copies of all
+        // this process's descriptors, the one that wrote the file included.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let rc = unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                )
+            };
+            let error = io::Error::last_os_error();
+            if rc == 0 {
+                return;
+            }
+            assert!(
+                error.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline,
+                "remount ro: {error}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
