@@ -207,8 +207,30 @@ async fn ensure_schema(client: &mut Client) -> Result<(), OpenError> {
         .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&sql::TABLE])
         .await?;
     if !row.get::<_, bool>(0) {
-        transaction.batch_execute(&sql::schema()).await?;
+        match transaction.batch_execute(&sql::schema()).await {
+            Ok(()) => {}
+            // The advisory lock does not refresh this session's catalog
+            // snapshot, so a table another session created and committed
+            // while we waited for it can still look missing above: then the
+            // creation finds it. Dropping the transaction rolls ours back.
+            Err(error) if made_meanwhile(&error) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
     }
     transaction.commit().await?;
     Ok(())
+}
+
+/// Whether creating the schema failed because another session made it.
+fn made_meanwhile(error: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        [
+            SqlState::DUPLICATE_TABLE,
+            SqlState::DUPLICATE_FUNCTION,
+            SqlState::DUPLICATE_OBJECT,
+            SqlState::UNIQUE_VIOLATION,
+        ]
+        .contains(code)
+    })
 }
