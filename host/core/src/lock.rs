@@ -309,6 +309,18 @@ impl LockOptions {
     }
 }
 
+/// Cuts `file` to `len` bytes if it is longer: after a record was written at
+/// its start, this leaves the record alone in it. A file no longer than the
+/// record is left as it is: a stat costs far less than a truncation, which
+/// changes the inode even when the size stays (and a waiter that has just
+/// taken a lock pays it before it returns).
+fn cut_after(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() > len {
+        file.set_len(len)?;
+    }
+    Ok(())
+}
+
 /// The content inside a record: without the leading space and the newline.
 fn record_content(record: &str) -> &str {
     &record[1..record.len() - 1]
@@ -386,7 +398,7 @@ impl PendingLock {
         };
         if let Some(record) = &lock.record {
             let written = sys::write_at_start(&lock.file, record.as_bytes())
-                .and_then(|()| lock.file.set_len(record.len() as u64));
+                .and_then(|()| cut_after(&lock.file, record.len() as u64));
             if let Err(error) = written {
                 // A full disk can take part of the record: leave no half of
                 // one for readers (shrinking needs no space). `lock` unlocks

@@ -96,11 +96,12 @@ impl Default for FallbackPoll {
 /// [`drain`](Self::drain) it. Elsewhere [`new`](Self::new) fails with
 /// [`io::ErrorKind::Unsupported`] and waits rely on the poll alone.
 ///
-/// Dropping it takes microseconds: it removes the watch at once and leaves
-/// closing the inotify instance to a background thread, because the kernel's
-/// close of an instance that had a watch waits for an RCU grace period
-/// (10-25 ms measured), which would otherwise delay every handover and block
-/// async executors.
+/// Dropping it takes microseconds: it leaves removing the watch and closing
+/// the inotify instance to a background thread (started when the first watch
+/// is created, so a waiter never starts it between a release and its
+/// return), because the kernel's close of an instance that had a watch waits
+/// for an RCU grace period (10-25 ms measured), which would otherwise delay
+/// every handover and block async executors.
 ///
 /// ```
 /// # let dir = tempfile::tempdir()?;

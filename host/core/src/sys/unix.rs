@@ -92,12 +92,11 @@ pub(crate) mod watch {
 
     /// An inotify instance watching one file for closes.
     ///
-    /// Dropping it removes the watch at once (microseconds) but leaves closing
-    /// the instance to a background thread: the kernel's close of an inotify
-    /// instance that had a watch waits for the marks' destruction (an SRCU
-    /// grace period after a delayed work item), 10-25 ms on a 2-core VM. In
-    /// line, that would be added to every handover, and would block an async
-    /// executor thread.
+    /// Dropping it hands the instance to a background thread that removes the
+    /// watch and closes it: the kernel's close of an inotify instance that had
+    /// a watch waits for the marks' destruction (an SRCU grace period after a
+    /// delayed work item), 10-25 ms on a 2-core VM. In line, that would be
+    /// added to every handover, and would block an async executor thread.
     #[derive(Debug)]
     pub(crate) struct Watch {
         /// `None` only once dropped.
@@ -113,42 +112,70 @@ pub(crate) mod watch {
 
     impl Drop for Watch {
         fn drop(&mut self) {
-            let Some(inotify) = self.inotify.take() else {
-                return;
-            };
-            // No more events, and the mark is queued for destruction now, so
-            // that the deferred close finds little left to wait for. Fails
-            // harmlessly if the kernel already removed the watch.
-            // SAFETY: plain call on a descriptor we own.
-            unsafe { libc::inotify_rm_watch(inotify.as_raw_fd(), self.wd) };
-            close_later(inotify);
+            if let Some(inotify) = self.inotify.take() {
+                close_later(Spent {
+                    inotify,
+                    wd: self.wd,
+                });
+            }
         }
     }
 
-    /// Hands `inotify` to the closing thread, started on first use; closes it
-    /// here if that thread cannot be started.
-    fn close_later(inotify: OwnedFd) {
-        static CLOSER: OnceLock<Option<Sender<OwnedFd>>> = OnceLock::new();
-        let closer = CLOSER.get_or_init(|| {
-            let (sender, receiver) = mpsc::channel::<OwnedFd>();
-            std::thread::Builder::new()
-                .name("lockfile-inotify-close".into())
-                .spawn(move || {
-                    // Blocked in recv while there is nothing to close. Takes
-                    // whatever piled up while the last close waited: after one
-                    // slow close, the rest of a batch closes quickly.
-                    while let Ok(first) = receiver.recv() {
-                        drop(first);
-                        receiver.try_iter().for_each(drop);
-                    }
-                })
-                .inspect_err(|e| log::debug!(target: "lockfile", "closing watches in line: {e}"))
-                .ok()
-                .map(|_| sender)
-        });
-        if let Some(Err(mpsc::SendError(inotify))) = closer.as_ref().map(|c| c.send(inotify)) {
-            drop(inotify);
+    /// A watch no longer wanted: its instance and the watch in it.
+    struct Spent {
+        inotify: OwnedFd,
+        wd: libc::c_int,
+    }
+
+    impl Spent {
+        fn close(self) {
+            // Queues the mark for destruction first, so that the close finds
+            // less left to wait for. Fails harmlessly if the kernel already
+            // removed the watch.
+            // SAFETY: plain call on a descriptor we own.
+            unsafe { libc::inotify_rm_watch(self.inotify.as_raw_fd(), self.wd) };
+            drop(self.inotify);
         }
+    }
+
+    /// Hands `spent` to the closing thread: even removing the watch takes tens
+    /// of microseconds, which a waiter that has just taken the lock should
+    /// not spend before it returns. Closes it here if that thread could not
+    /// be started.
+    fn close_later(spent: Spent) {
+        if let Some(Err(mpsc::SendError(spent))) = closer().map(|c| c.send(spent)) {
+            spent.close();
+        }
+    }
+
+    /// The closing thread's queue, the thread started on first use. Called
+    /// when a watch is created, not only when it is dropped: starting a thread
+    /// takes a few hundred microseconds, which must be spent while the waiter
+    /// waits, not between the release it was woken for and its return with
+    /// the lock (measured: it was most of a cross-process handover).
+    fn closer() -> Option<&'static Sender<Spent>> {
+        static CLOSER: OnceLock<Option<Sender<Spent>>> = OnceLock::new();
+        CLOSER
+            .get_or_init(|| {
+                let (sender, receiver) = mpsc::channel::<Spent>();
+                std::thread::Builder::new()
+                    .name("lockfile-inotify-close".into())
+                    .spawn(move || {
+                        // Blocked in recv while there is nothing to close. Takes
+                        // whatever piled up while the last close waited: after one
+                        // slow close, the rest of a batch closes quickly.
+                        while let Ok(first) = receiver.recv() {
+                            first.close();
+                            receiver.try_iter().for_each(Spent::close);
+                        }
+                    })
+                    .inspect_err(
+                        |e| log::debug!(target: "lockfile", "closing watches in line: {e}"),
+                    )
+                    .ok()
+                    .map(|_| sender)
+            })
+            .as_ref()
     }
 
     /// A new non-blocking, close-on-exec inotify instance watching `file`'s
@@ -176,6 +203,7 @@ pub(crate) mod watch {
             // Closing an instance that never had a watch is quick.
             return Err(io::Error::last_os_error());
         }
+        closer();
         Ok(Watch {
             inotify: Some(inotify),
             wd,
@@ -216,6 +244,8 @@ pub(crate) mod watch {
         #[repr(C, align(8))]
         struct Buffer([u8; 4096]);
         const HEADER: usize = std::mem::size_of::<libc::inotify_event>();
+        /// The longest name an event can carry, NUL and padding included.
+        const NAME_MAX_PADDED: usize = 256;
 
         let fd = watch.as_fd().as_raw_fd();
         let mut buffer = Buffer([0; 4096]);
@@ -245,6 +275,13 @@ pub(crate) mod watch {
                 );
                 at += HEADER + len as usize;
                 events += 1;
+            }
+            if read + HEADER + NAME_MAX_PADDED <= buffer.0.len() {
+                // Even the largest event would have fitted: the queue is empty. A
+                // read more would only say so (EAGAIN), a syscall a
+                // handover need not pay for. An event queued meanwhile
+                // leaves the descriptor readable, and wakes the next wait.
+                return Ok(events);
             }
         }
     }
