@@ -3,11 +3,10 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::{
-    Error, FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, TemplateError, content,
-    sys, template,
+    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, content, sys, template,
 };
 
 /// The fields every template may use.
@@ -198,23 +197,15 @@ impl LockOptions {
         // waiter can no longer take the lock (see the `wait` module). The watch
         // exists before the first try, so a release right after it is seen.
         let mut watch = pending.release_watch().ok();
-        // A wait too long for the clock (Duration::MAX) never ends.
-        let deadline = Instant::now().checked_add(self.wait);
-        let mut poll = FallbackPoll::new();
+        let mut schedule = WaitSchedule::new(self.wait);
         loop {
             pending = match pending.try_lock()? {
                 Attempt::Taken(lock) => return Ok(lock),
                 Attempt::Held(pending) => pending,
             };
-            // Sleep at most until the deadline, so the last try is made on it.
-            let sleep = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => FALLBACK_POLL_MAX,
-            };
-            if sleep.is_zero() {
+            let Some(sleep) = schedule.next_sleep() else {
                 return Err(pending.into_error());
-            }
-            let sleep = sleep.min(poll.next_interval());
+            };
             match &mut watch {
                 Some(releases) => {
                     if let Err(error) = releases.wait(sleep) {

@@ -25,7 +25,7 @@
 
 use std::fs::File;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::sys::watch;
 
@@ -78,6 +78,46 @@ impl FallbackPoll {
 impl Default for FallbackPoll {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// When a waiter tries next: its deadline and the [`FallbackPoll`], the
+/// arithmetic every wait loop shares (the native one, an async host's).
+///
+/// ```
+/// use std::time::Duration;
+/// use lockfile_core::{FALLBACK_POLL, WaitSchedule};
+///
+/// let mut schedule = WaitSchedule::new(Duration::from_secs(60));
+/// assert_eq!(schedule.next_sleep(), Some(FALLBACK_POLL));
+/// let mut over = WaitSchedule::new(Duration::ZERO);
+/// assert_eq!(over.next_sleep(), None, "no time left: give up");
+/// ```
+#[derive(Debug, Clone)]
+pub struct WaitSchedule {
+    /// `None`: a wait too long for the clock (`Duration::MAX`), never over.
+    deadline: Option<Instant>,
+    poll: FallbackPoll,
+}
+
+impl WaitSchedule {
+    /// A wait of at most `wait` from now.
+    pub fn new(wait: Duration) -> Self {
+        Self {
+            deadline: Instant::now().checked_add(wait),
+            poll: FallbackPoll::new(),
+        }
+    }
+
+    /// How long to sleep (or wait for a release) before the next try: the
+    /// next fallback interval, but never past the deadline, so that the last
+    /// try is made on it. `None` once the deadline has passed: give up.
+    pub fn next_sleep(&mut self) -> Option<Duration> {
+        let left = match self.deadline {
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            None => FALLBACK_POLL_MAX,
+        };
+        (!left.is_zero()).then(|| left.min(self.poll.next_interval()))
     }
 }
 
