@@ -41,6 +41,12 @@ pub trait LockBackend: Send + Sync + fmt::Debug {
     /// What the holder of `name` recorded (or the last holder), without
     /// taking the lock.
     fn read_content(&self, name: &str) -> BackendFuture<Result<Option<String>, Error>>;
+
+    /// Whether `name` exists in the backend: [`acquire`](Self::acquire)
+    /// creates a missing name, and names are kept for good (as lock files
+    /// are), so a host asks this before letting a plugin create one more, to
+    /// bound what plugins leave behind as a lock directory's file budget does.
+    fn exists(&self, name: &str) -> BackendFuture<Result<bool, Error>>;
 }
 
 /// A lock held through a [`LockBackend`]; dropping it releases the lock.

@@ -100,6 +100,18 @@ impl LockBackend for PgLocker {
         });
         Box::pin(async move { work.await? })
     }
+
+    fn exists(&self, name: &str) -> BackendFuture<Result<bool, lockfile_core::Error>> {
+        let locker = self.clone();
+        let name = name.to_owned();
+        let work = self.on_runtime(async move {
+            locker
+                .exists(&name)
+                .await
+                .map_err(|error| error.into_core(&name))
+        });
+        Box::pin(async move { work.await? })
+    }
 }
 
 impl BackendLock for PgLock {

@@ -366,6 +366,23 @@ impl PgLocker {
         Ok(nonempty(rows.first().and_then(|row| row.get(0))))
     }
 
+    /// Whether the row of `name` exists: whether [`acquire`](Self::acquire)
+    /// would find it rather than create it. Known names are answered from
+    /// this locker's key cache, without a round trip.
+    pub async fn exists(&self, name: &str) -> Result<bool, Error> {
+        let lock_name = record::lock_name(name)?;
+        if self.cached_key(&lock_name).is_some() {
+            return Ok(true);
+        }
+        let params: [&(dyn ToSql + Sync); 2] = [&self.inner.namespace, &lock_name];
+        let rows = self.read("look up", name, |s| &s.find_key, &params).await?;
+        let Some(row) = rows.first() else {
+            return Ok(false);
+        };
+        self.cache_key(&lock_name, row.get(0));
+        Ok(true)
+    }
+
     /// Whether `name` is held now, by which server process, with which record
     /// and token, without taking it.
     pub async fn inspect(&self, name: &str) -> Result<Inspection, Error> {
@@ -394,9 +411,19 @@ impl PgLocker {
 
     /// The advisory key of a name: from this process's cache, else from the
     /// table, creating the row of a new name.
+    fn cached_key(&self, lock_name: &str) -> Option<i64> {
+        let keys = self.inner.keys.lock().expect("not poisoned");
+        keys.get(lock_name).copied()
+    }
+
+    fn cache_key(&self, lock_name: &str, key: i64) {
+        let mut keys = self.inner.keys.lock().expect("not poisoned");
+        keys.insert(lock_name.to_owned(), key);
+    }
+
     async fn key(&self, name: &str, lock_name: &str) -> Result<i64, Error> {
-        if let Some(key) = self.inner.keys.lock().expect("not poisoned").get(lock_name) {
-            return Ok(*key);
+        if let Some(key) = self.cached_key(lock_name) {
+            return Ok(key);
         }
         let params: [&(dyn ToSql + Sync); 2] = [&self.inner.namespace, &lock_name];
         for _ in 0..3 {
@@ -410,11 +437,7 @@ impl PgLocker {
             }
             if let Some(row) = rows.first() {
                 let key: i64 = row.get(0);
-                self.inner
-                    .keys
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(lock_name.to_owned(), key);
+                self.cache_key(lock_name, key);
                 return Ok(key);
             }
         }

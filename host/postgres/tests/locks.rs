@@ -459,3 +459,25 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_exists_once_acquired_for_every_locker_and_for_good() {
+    let ns = namespace("exists");
+    let locker = locker(&ns).await;
+    assert!(!locker.exists("new.lock").await.unwrap());
+    // Asking creates nothing.
+    assert!(!locker.exists("new.lock").await.unwrap());
+    locker
+        .acquire("new.lock", Some("me".into()), Duration::ZERO)
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+    assert!(locker.exists("new.lock").await.unwrap());
+    // Another locker (another host) has no cache to answer from.
+    assert!(common::locker(&ns).await.exists("new.lock").await.unwrap());
+    // The same name in another namespace is another lock.
+    let elsewhere = common::locker(&namespace("exists-elsewhere")).await;
+    assert!(!elsewhere.exists("new.lock").await.unwrap());
+}
