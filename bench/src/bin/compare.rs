@@ -71,6 +71,10 @@ fn verdict(ok: bool) -> &'static str {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().any(|a| a == PIPE_READER) {
+        pipe_reader();
+        return Ok(());
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { QUICK } else { FULL };
     let dir = tempfile::tempdir()?;
@@ -319,7 +323,15 @@ fn main() -> Result<()> {
         std::fs::write("handover.svg", svg)?;
         println!("  wrote handover.svg");
     }
-    if let Some(mut across) = plugin_handovers(dir.path(), n.handovers / 3) {
+    let mut woken = pipe_wakeups(n.handovers / 3)?;
+    let (woken_p50, woken_p99) = (percentile(&mut woken, 0.5), percentile(&mut woken, 0.99));
+    row(
+        &mut rows,
+        "floor: a sleeping process woken through a pipe, p50 / p99",
+        format!("{woken_p50:.0} µs / {woken_p99:.0} µs"),
+        "(no cross-process handover can be faster)",
+    );
+    if let Some(mut across) = plugin_handovers(dir.path(), n.handovers / 3, AfterRelease::GoesOn) {
         let (p50, p99) = (percentile(&mut across, 0.5), percentile(&mut across, 0.99));
         row(
             &mut rows,
@@ -340,6 +352,15 @@ fn main() -> Result<()> {
             std::fs::write("handover-plugins.svg", svg)?;
             println!("  wrote handover-plugins.svg");
         }
+    }
+    if let Some(mut across) = plugin_handovers(dir.path(), n.handovers / 3, AfterRelease::Exits) {
+        let (p50, p99) = (percentile(&mut across, 0.5), percentile(&mut across, 0.99));
+        row(
+            &mut rows,
+            "the same, the holder's process exiting as it releases, p50 / p99",
+            format!("{p50:.0} µs / {p99:.0} µs"),
+            "(reported)",
+        );
     }
     if let Some(cost) = waiting_cost(dir.path(), n.cost_waiters, n.cost_window) {
         row(
@@ -396,6 +417,8 @@ fn main() -> Result<()> {
         format!("{setup_ms:.0} ms to set up, {rss_mb:.0} MB resident"),
         format!("≤ 300 MB: {}", verdict(rss_mb <= 300.0)),
     );
+
+    // 8: the lock database, when a server is there.
 
     if quick {
         // Tiny counts from a debug build say only that every measure runs:
@@ -469,10 +492,72 @@ fn process_start(dir: &Path, count: usize) -> Option<(f64, f64)> {
     Some((time(&["--version"]), time(&run)))
 }
 
+/// The argument that makes this binary the reader of [`pipe_wakeups`].
+const PIPE_READER: &str = "--pipe-reader";
+
+/// The floor of every cross-process handover on this machine: a process
+/// blocked in `read` on a pipe, woken by a write from another that slept as
+/// long as a plugin handover's waiter waits. µs per wake-up, from the writer's
+/// clock before the write to the reader's after its read.
+fn pipe_wakeups(rounds: usize) -> Result<Vec<f64>> {
+    use std::io::{BufRead, Write};
+    let mut reader = Command::new(std::env::current_exe()?)
+        .arg(PIPE_READER)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut to_reader = reader.stdin.take().expect("piped");
+    for round in 0..rounds {
+        std::thread::sleep(Duration::from_millis(50 + (round as u64 * 7) % 20));
+        to_reader.write_all(&wall_clock_ns().to_le_bytes())?;
+    }
+    drop(to_reader);
+    let from_reader = std::io::BufReader::new(reader.stdout.take().expect("piped"));
+    let woken = from_reader
+        .lines()
+        .map(|line| Ok(line?.parse::<f64>()? / 1e3))
+        .collect::<Result<Vec<f64>>>()?;
+    reader.wait()?;
+    Ok(woken)
+}
+
+/// The reader of [`pipe_wakeups`]: prints ns from each write to its read.
+fn pipe_reader() {
+    use std::io::Read;
+    let mut sent = [0; 16];
+    let mut stdin = std::io::stdin().lock();
+    let mut woken = Vec::new();
+    while stdin.read_exact(&mut sent).is_ok() {
+        woken.push(wall_clock_ns().saturating_sub(u128::from_le_bytes(sent)));
+    }
+    for ns in woken {
+        println!("{ns}");
+    }
+}
+
+fn wall_clock_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos()
+}
+
+/// What a holder does right after it released, in [`plugin_handovers`].
+#[derive(Clone, Copy, PartialEq)]
+enum AfterRelease {
+    /// Goes on running (a service between jobs): the handover alone.
+    GoesOn,
+    /// Ends at once: its process's exit (unmapping wasmtime's reservations)
+    /// runs beside the waiter's wake-up, on a 2-core machine often on the
+    /// same core.
+    Exits,
+}
+
 /// Cross-process handovers between two `lockfile run` plugins: a holder that
 /// notes the wall clock just before it releases, and a waiter that notes it
-/// as soon as it holds. Returns µs per round; `None` without the binary.
-fn plugin_handovers(dir: &Path, rounds: usize) -> Option<Vec<f64>> {
+/// as its `acquire` returns (`taken-at`). Returns µs per round; `None`
+/// without the binary.
+fn plugin_handovers(dir: &Path, rounds: usize, after: AfterRelease) -> Option<Vec<f64>> {
     let exe = lockfile_exe()?;
     let data = dir.join("handover-data");
     std::fs::create_dir_all(&data).unwrap();
@@ -498,18 +583,23 @@ fn plugin_handovers(dir: &Path, rounds: usize) -> Option<Vec<f64>> {
         let line = text.lines().find(|l| l.starts_with("now ")).unwrap();
         line["now ".len()..].parse().unwrap()
     };
+    let mut holder_steps = vec![
+        "lock", "h.lock", "{pid}", "0", "touch", "locked", "await", "go", "now", "release",
+    ];
+    if after == AfterRelease::GoesOn {
+        // Long enough for the waiter to have taken over.
+        holder_steps.extend(["sleep", "20"]);
+    }
     let mut results = Vec::with_capacity(rounds);
     for round in 0..rounds {
         for file in ["locked", "go"] {
             let _ = std::fs::remove_file(data.join(file));
         }
-        let holder = run(&[
-            "lock", "h.lock", "{pid}", "0", "touch", "locked", "await", "go", "now", "release",
-        ]);
+        let holder = run(&holder_steps);
         while !data.join("locked").exists() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let waiter = run(&["lock", "h.lock", "w", "60000", "now"]);
+        let waiter = run(&["lock", "h.lock", "w", "60000", "taken-at"]);
         // Long enough for the waiter to start (a cached start takes a few
         // ms) and be waiting; varied so its wait is caught at every point.
         std::thread::sleep(Duration::from_millis(50 + (round as u64 * 7) % 20));

@@ -252,7 +252,16 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let backend = db
         .as_ref()
         .map(|db| Arc::new(db.locker.clone()) as Arc<dyn LockBackend>);
-    let mut store = new_store(&engine, &args, &name, backend).status(exit::USAGE)?;
+    // The plugin's runtime, with I/O so that its lock waits watch for the
+    // release on this thread rather than through a reactor thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()
+        .context("starting the async runtime")
+        .status(exit::SOFTWARE)?;
+    let mut store =
+        new_store(&engine, &args, &name, backend, runtime.handle()).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.
     let (_singleton, lost) = match (&args.singleton, &db) {
@@ -268,11 +277,6 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
         (None, _) => (None, None),
     };
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .context("starting the async runtime")
-        .status(exit::SOFTWARE)?;
     let _ticker = args.timeout.map(|_| EpochTicker::start(&engine));
     let outcome = runtime.block_on(async {
         let call = async {
@@ -479,6 +483,7 @@ fn new_store(
     args: &RunArgs,
     name: &str,
     backend: Option<Arc<dyn LockBackend>>,
+    runtime: &tokio::runtime::Handle,
 ) -> Result<Store<PluginState>> {
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().arg(name).args(&args.args);
@@ -500,7 +505,8 @@ fn new_store(
         .plugin_name(name)
         .max_locks(args.max_locks)
         .max_lock_files(args.max_lock_files)
-        .log_failures(args.log_failures);
+        .log_failures(args.log_failures)
+        .reactor(runtime.clone());
     // No `max_wait` from --timeout: this host is async, and the timeout drops
     // the plugin's call, a wait included. A cap equal to the timeout would
     // race it, and the plugin would go on after a wait it never finished.

@@ -323,6 +323,47 @@ fn run(ns: &str, options: &[&str], steps: &str) -> Command {
 }
 
 #[test]
+fn max_lock_files_bounds_the_names_a_plugin_creates_in_the_database() {
+    let ns = namespace("budget");
+    let plugin = |max: &str, steps: &[&str]| {
+        output(
+            lockfile_db("run", &ns)
+                .args(["--max-lock-files", max, "--cache-dir"])
+                .arg(common::cache_dir())
+                .arg(lockfile_tests::LOCKCTL_COMPONENT)
+                .args(steps),
+        )
+    };
+    let out = plugin("3", &["create-many", "10"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "created 3\nerror not permitted: this plugin may create at most 3 lock files and has created them all: reuse existing lock names\n"
+    );
+    // The database kept only those three names: the fourth was never made.
+    assert!(
+        inspect(&ns, "new-2").contains("token:"),
+        "{}",
+        inspect(&ns, "new-2")
+    );
+    assert!(
+        !inspect(&ns, "new-3").contains("token:"),
+        "{}",
+        inspect(&ns, "new-3")
+    );
+    // Names that exist can always be locked, even with nothing left to create.
+    let out = plugin(
+        "0",
+        &["lock", "new-0", "again", "0", "lock", "new-9", "x", "0"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "locked again\nerror not permitted: this plugin may create at most 0 lock files and has created them all: reuse existing lock names\n"
+    );
+}
+
+#[test]
 fn the_singleton_job_plugin_runs_unchanged_on_the_database_and_excludes_its_twin() {
     let ns = namespace("plugin");
     let alone = output(run(&ns, &[], "1"));

@@ -2,11 +2,10 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lockfile_core::{
-    Attempt, BackendFuture, BackendLock, FALLBACK_POLL_MAX, FallbackPoll, LockFile, LockOptions,
-    PendingLock,
+    Attempt, BackendFuture, BackendLock, LockFile, LockOptions, PendingLock, WaitSchedule,
 };
 use wasmtime::component::Resource;
 
@@ -150,6 +149,9 @@ impl LockfileCtxView<'_> {
         let dir = match &self.ctx.place {
             Place::Dir(dir) => dir,
             Place::Backend(_) => {
+                if let Some(ask) = self.ask_if_new(path) {
+                    self.count_name(path, block_on(ask))?;
+                }
                 let acquire = self.acquire_backend(path, &options)?;
                 return self.backend_outcome(path, block_on(acquire));
             }
@@ -159,6 +161,31 @@ impl LockfileCtxView<'_> {
             .lock_with(path, || sandbox::open_for_locking(dir, path, files))
             .map(Held::File)
             .map_err(|e| Failure::from_core(path, e))
+    }
+
+    /// Whether the backend must be asked if `path` exists before it is
+    /// acquired: a backend keeps every name it is given, so names the plugin
+    /// creates count against its file budget, as lock files do. `None` for a
+    /// name known to exist already (no round trip).
+    fn ask_if_new(&self, path: &str) -> Option<BackendFuture<Result<bool, lockfile_core::Error>>> {
+        let Place::Backend(backend) = &self.ctx.place else {
+            unreachable!("called for a backend only");
+        };
+        (!self.ctx.files.is_known(path)).then(|| backend.exists(path))
+    }
+
+    /// Counts `path` against the budget if the backend said it is new, or
+    /// refuses it if the budget is spent.
+    fn count_name(
+        &mut self,
+        path: &str,
+        existed: Result<bool, lockfile_core::Error>,
+    ) -> Result<(), Failure> {
+        let existed = existed.map_err(Failure::Lock)?;
+        self.ctx
+            .files
+            .admit_name(path, existed)
+            .map_err(|limit| Failure::NotPermitted(limit.to_string()))
     }
 
     /// Renders the content as for a lock file, then asks the backend; the
@@ -208,8 +235,13 @@ impl LockfileCtxView<'_> {
         let dir = match &self.ctx.place {
             Place::Dir(dir) => dir,
             Place::Backend(_) => {
+                // Each future is awaited before `self` is borrowed again: the
+                // view is not `Sync`.
+                if let Some(ask) = self.ask_if_new(path) {
+                    let existed = ask.await;
+                    self.count_name(path, existed)?;
+                }
                 let acquire = self.acquire_backend(path, &options)?;
-                // Awaited before `self` is borrowed: the view is not `Sync`.
                 let outcome = acquire.await;
                 return self.backend_outcome(path, outcome);
             }
@@ -221,21 +253,16 @@ impl LockfileCtxView<'_> {
             .map_err(fail)?;
         let wait = options.wait_limit();
         // A single try (no wait) pays for no watch.
-        let mut watch = (!wait.is_zero()).then(|| AsyncReleaseWatch::new(&pending));
-        // A wait too long for the clock never ends.
-        let deadline = Instant::now().checked_add(wait);
-        let mut poll = FallbackPoll::new();
+        let reactor = self.ctx.reactor.as_ref();
+        let mut watch = (!wait.is_zero()).then(|| AsyncReleaseWatch::new(&pending, reactor));
+        let mut schedule = WaitSchedule::new(wait);
         loop {
             pending = match pending.try_lock().map_err(fail)? {
                 Attempt::Taken(lock) => return Ok(Held::File(lock)),
                 Attempt::Held(pending) => pending,
             };
-            let left = match deadline {
-                Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-                None => FALLBACK_POLL_MAX,
-            };
-            match &mut watch {
-                Some(watch) if !left.is_zero() => watch.sleep(left.min(poll.next_interval())).await,
+            match (schedule.next_sleep(), &mut watch) {
+                (Some(sleep), Some(watch)) => watch.sleep(sleep).await,
                 _ => return Err(Failure::Lock(pending.into_error())),
             }
         }
@@ -310,12 +337,17 @@ struct AsyncReleaseWatch {
 
 impl AsyncReleaseWatch {
     /// Watches `pending`'s file; create it before the first try, so a release
-    /// right after that try is seen.
-    fn new(pending: &PendingLock) -> Self {
+    /// right after that try is seen. `own_reactor` is the embedder's runtime
+    /// ([`LockfileCtxBuilder::reactor`](crate::LockfileCtxBuilder::reactor)),
+    /// `None` for this crate's reactor thread.
+    fn new(pending: &PendingLock, own_reactor: Option<&tokio::runtime::Handle>) -> Self {
         #[cfg(target_os = "linux")]
         {
             let fd = pending.release_watch().ok().and_then(|watch| {
-                let _reactor = reactor()?.enter();
+                let _reactor = match own_reactor {
+                    Some(runtime) => runtime.enter(),
+                    None => reactor()?.enter(),
+                };
                 // SAFETY: the `ReleaseWatch` owns its descriptor and keeps it
                 // open, unchanged, until the `AsyncFd` drops it.
                 unsafe {
@@ -331,7 +363,7 @@ impl AsyncReleaseWatch {
         }
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = pending;
+            let _ = (pending, own_reactor);
             Self {}
         }
     }

@@ -7,6 +7,7 @@
 //! elsewhere), which also stops symbolic links that lead outside. Both happen
 //! before anything is created.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io;
 
@@ -32,17 +33,57 @@ pub(crate) fn escape_message(path: &str) -> String {
 
 /// How many lock files a plugin instance may still create: it bounds what a
 /// plugin can leave on the host's disk (each file holds at most one record of
-/// `lockfile_core::MAX_RECORD` bytes).
+/// `lockfile_core::MAX_RECORD` bytes), or in a backend's store of names (a
+/// database row per name, with its record).
 #[derive(Debug, Clone)]
 pub(crate) struct FileBudget {
     pub(crate) created: u32,
     pub(crate) max: u32,
+    /// Backend names this plugin has seen exist (names are never removed),
+    /// so that it asks the backend once per name; at most [`KNOWN_NAMES`].
+    pub(crate) known: HashSet<String>,
+}
+
+/// How many existing backend names a plugin instance remembers; beyond it,
+/// the backend is asked again (a round trip) for names not remembered.
+const KNOWN_NAMES: usize = 4096;
+
+impl FileBudget {
+    pub(crate) fn new(max: u32) -> Self {
+        Self {
+            created: 0,
+            max,
+            known: HashSet::new(),
+        }
+    }
+
+    /// Whether `name` is known to exist in the backend.
+    pub(crate) fn is_known(&self, name: &str) -> bool {
+        self.known.contains(name)
+    }
+
+    /// Lets the plugin acquire the backend name `name`, which `existed`
+    /// before or not: a new name is counted, and refused once the budget is
+    /// spent. Counted even if the acquire then fails or another process
+    /// creates it meanwhile: the limit errs on the safe side.
+    pub(crate) fn admit_name(&mut self, name: &str, existed: bool) -> Result<(), CreationLimit> {
+        if !existed {
+            if self.created >= self.max {
+                return Err(CreationLimit(self.max));
+            }
+            self.created += 1;
+        }
+        if self.known.len() < KNOWN_NAMES {
+            self.known.insert(name.to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// The error `open_for_locking` gives when the budget is spent, recognised
 /// by [`is_creation_limit`].
 #[derive(Debug)]
-struct CreationLimit(u32);
+pub(crate) struct CreationLimit(u32);
 
 impl std::fmt::Display for CreationLimit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -20,6 +20,8 @@
 //! - `cat FILE` -> `file CONTENT` or `error ...`; `write FILE TEXT` -> `wrote` or `error ...`
 //! - `now` -> `now NANOS`, the wall clock in ns since the Unix epoch: the one
 //!   clock two plugin processes share, for handover benchmarks
+//! - `taken-at` -> `now NANOS`, the wall clock read as the newest `lock` step
+//!   returned, before it printed anything: when a waiter started to hold
 //! - `sleep MS`; `spin` loops forever without calling the host; `alloc MIB`
 //!   allocates and touches that much memory -> `allocated`
 //! - `env` -> `env N`, the number of environment variables the plugin sees
@@ -56,6 +58,13 @@ fn decode(path: &str) -> String {
     path.replace("\\0", "\0")
 }
 
+fn wall_clock_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos()
+}
+
 fn data(file: &str) -> String {
     format!("/data/{file}")
 }
@@ -65,6 +74,7 @@ fn main() {
     let mut args = args.iter().map(String::as_str);
     let mut held: Vec<LockFile> = Vec::new();
     let mut kept: Vec<wit::Lock> = Vec::new();
+    let mut taken_at = None;
     while let Some(step) = args.next() {
         let mut arg = || {
             args.next()
@@ -76,6 +86,7 @@ fn main() {
                 let (template, wait) = (arg(), arg());
                 match options(template, wait).lock(&path) {
                     Ok(lock) => {
+                        taken_at = Some(wall_clock_ns());
                         println!("locked {}", lock.content().unwrap_or_else(|| "-".into()));
                         held.push(lock);
                     }
@@ -195,12 +206,8 @@ fn main() {
                     Err(error) => println!("error {error}"),
                 }
             }
-            "now" => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap();
-                println!("now {}", now.as_nanos());
-            }
+            "now" => println!("now {}", wall_clock_ns()),
+            "taken-at" => println!("now {}", taken_at.expect("taken-at: no lock taken")),
             "sleep" => std::thread::sleep(Duration::from_millis(arg().parse().unwrap())),
             "spin" => {
                 let mut n = 0u64;
