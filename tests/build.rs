@@ -53,6 +53,7 @@ fn main() {
     let mut constants = String::new();
     for name in [
         "lockctl",
+        "lockctl_v0_1",
         "zc_behaviour",
         "needs_missing",
         "singleton-job",

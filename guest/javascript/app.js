@@ -1,10 +1,11 @@
 // A JavaScript plugin scripted by its arguments, like the Rust test program
 // lockctl: `lock PATH TEMPLATE WAIT_MS` (TEMPLATE "-": no content), `release`,
-// `read PATH`, `hold MS` (keep everything held for MS milliseconds).
+// `read PATH`, `hold MS` (keep everything held for MS milliseconds), `exit
+// CODE` (exit with status CODE, through lockfile.js's `exit`).
 
 import { getArguments } from "wasi:cli/environment@0.2.12";
 import { subscribeDuration } from "wasi:clocks/monotonic-clock@0.2.12";
-import { LockError, LockFile, readContent } from "./lockfile.js";
+import { LockError, LockFile, exit, readContent } from "./lockfile.js";
 
 function main() {
   const args = getArguments().slice(1);
@@ -28,6 +29,8 @@ function main() {
       subscribeDuration(BigInt(args.shift()) * 1_000_000n).block();
     } else if (step === "read") {
       console.log(`content ${readContent(args.shift()) ?? "-"}`);
+    } else if (step === "exit") {
+      exit(Number(args.shift()));
     } else {
       throw new Error(`unknown step ${step}`);
     }

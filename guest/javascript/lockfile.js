@@ -7,10 +7,13 @@
 //     console.log(e.message, e.holder);              // Couldn't lock 'job.lock': held by ...
 //   }
 //   lock.release();
+//   exit(75);                                         // lockfile run exits 75
 //
-// Paths are relative to the lock directory the host gave the plugin.
+// Paths are relative to the lock directory the host gave the plugin. Built
+// against lockfile:lockfile@0.2.0 (wit/lockfile.wit), world `plugin`.
 
-import { Lock, readContent as witReadContent } from "lockfile:lockfile/lockfile@0.1.0";
+import { exitWithCode } from "wasi:cli/exit@0.2.12";
+import { Lock, readContent as witReadContent } from "lockfile:lockfile/lockfile@0.2.0";
 
 /** Someone else holds the lock (or held it for the whole wait). */
 export class LockError extends Error {
@@ -55,13 +58,22 @@ export class LockIoError extends Error {
   }
 }
 
+/** `ms` (a BigInt) as the Rust guest library prints a wait: 50ms, 1.5s, 3600s. */
+function duration(ms) {
+  if (ms < 1000n) return `${ms}ms`;
+  return `${(Number(ms) / 1000).toFixed(3).replace(/\.?0+$/, "")}s`;
+}
+
 function toError(path, error) {
+  if (error.tag === "timed-out") {
+    const { waitedMs, holder } = error.val;
+    const heldBy = holder ? `: held by ${holder}` : "";
+    return new LockError(`Couldn't lock '${path}' within ${duration(waitedMs)}${heldBy}`, holder);
+  }
   const heldBy = error.val ? `: held by ${error.val}` : "";
   switch (error.tag) {
     case "locked":
       return new LockError(`Couldn't lock '${path}'${heldBy}`, error.val);
-    case "timed-out":
-      return new LockError(`Couldn't lock '${path}' in time${heldBy}`, error.val);
     case "not-permitted":
       return new NotPermittedError(`not permitted: ${error.val}`);
     case "invalid-template":
@@ -83,6 +95,21 @@ export class LockFile {
     this.path = path;
     /** What this holder wrote, without the space and newline; undefined with no content. */
     this.content = handle.content();
+    /**
+     * This acquisition's fencing token (a BigInt; undefined for lock files,
+     * which issue none): pass it to what the lock protects, which refuses
+     * lower ones.
+     */
+    this.fencingToken = handle.fencingToken();
+  }
+
+  /**
+   * Whether the lock is still held: false once released, or once lost (a
+   * lock the host keeps in a database can be; the host notices within
+   * seconds).
+   */
+  get held() {
+    return this.#handle !== undefined && this.#handle.held();
   }
 
   /**
@@ -115,4 +142,13 @@ export function readContent(path) {
   } catch (error) {
     throw toError(path, error.payload ?? error);
   }
+}
+
+/**
+ * Ends the plugin with exit status `code` (0-255), which `lockfile run` exits
+ * with: 75, EX_TEMPFAIL, says "held, try again later". The host releases
+ * every lock the plugin still holds.
+ */
+export function exit(code) {
+  exitWithCode(code);
 }

@@ -4,11 +4,13 @@
   release                      -> "released"
   read PATH                    -> "content CONTENT" or "content -"
   hold MS                      keep everything held for MS milliseconds
+  exit CODE                    exit with status CODE, through lockfile.exit
 """
 
 import sys
 import time
 
+import lockfile
 from lockfile import LockError, LockFile, read_content
 from wit_world import exports
 
@@ -37,6 +39,8 @@ class Run(exports.Run):
             elif step == "hold":
                 time.sleep(int(args[0]) / 1000)
                 args = args[1:]
+            elif step == "exit":
+                lockfile.exit(int(args[0]))
             else:
                 raise ValueError(f"unknown step {step}")
         for lock in held:

@@ -8,16 +8,22 @@
     try:
         LockFile("job.lock", content_template="{plugin}@{hostname}", wait=3.0)
     except LockError as error:
-        print(error)                         # Couldn't lock 'job.lock': held by ...
+        print(error)                         # Couldn't lock 'job.lock' within 3s: held by ...
         print(error.holder)
 
-Paths are relative to the lock directory the host gave the plugin.
+    exit(75)                                 # lockfile run exits 75
+
+Paths are relative to the lock directory the host gave the plugin. Built
+against lockfile:lockfile@0.2.0 (wit/lockfile.wit), world `plugin`.
 """
 
-from typing import Optional
+import sys
+from typing import NoReturn, Optional
 
 from componentize_py_types import Err
+from wit_world.imports import exit as _exit
 from wit_world.imports import lockfile as _wit
+from wit_world.imports import lockfile_lockfile_types as _types
 
 
 class LockError(Exception):
@@ -31,18 +37,28 @@ class LockError(Exception):
         self.holder = holder
 
 
+def _duration(ms: int) -> str:
+    """`ms` as the Rust guest library prints a wait: 50ms, 1.5s, 3600s."""
+    if ms < 1000:
+        return f"{ms}ms"
+    return f"{ms / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+
+
 def _error(path: str, error: object) -> Exception:
     value = getattr(error, "value", None)
+    if isinstance(error, _types.Error_TimedOut):
+        held_by = f": held by {value.holder}" if value.holder else ""
+        return LockError(
+            f"Couldn't lock {path!r} within {_duration(value.waited_ms)}{held_by}", value.holder
+        )
     held_by = f": held by {value}" if value else ""
-    if isinstance(error, _wit.Error_Locked):
+    if isinstance(error, _types.Error_Locked):
         return LockError(f"Couldn't lock {path!r}{held_by}", value)
-    if isinstance(error, _wit.Error_TimedOut):
-        return LockError(f"Couldn't lock {path!r} in time{held_by}", value)
-    if isinstance(error, _wit.Error_InvalidTemplate):
+    if isinstance(error, _types.Error_InvalidTemplate):
         return ValueError(value)
-    if isinstance(error, _wit.Error_NotPermitted):
+    if isinstance(error, _types.Error_NotPermitted):
         return PermissionError(f"not permitted: {value}")
-    if isinstance(error, _wit.Error_TooManyLocks):
+    if isinstance(error, _types.Error_TooManyLocks):
         return OSError(f"too many locks: this plugin may hold {value}")
     return OSError(value)
 
@@ -56,13 +72,23 @@ class LockFile:
     """
 
     def __init__(self, path: str, content_template: Optional[str] = "{pid}", wait: float = 0):
-        options = _wit.Options(content_template=content_template, wait_ms=int(wait * 1000))
+        options = _types.Options(content_template=content_template, wait_ms=int(wait * 1000))
         try:
             self._lock: Optional[_wit.Lock] = _wit.Lock.acquire(path, options)
         except Err as error:
             raise _error(path, error.value) from None
         self.path = path
         self.content = self._lock.content()
+        # This acquisition's fencing token (None for lock files, which issue
+        # none): pass it to what the lock protects, which refuses lower ones.
+        self.fencing_token = self._lock.fencing_token()
+
+    @property
+    def held(self) -> bool:
+        """Whether the lock is still held: False once closed, or once lost (a
+        lock the host keeps in a database can be; the host notices within
+        seconds)."""
+        return self._lock is not None and self._lock.held()
 
     def close(self) -> None:
         """Releases the lock; closing twice does nothing."""
@@ -84,3 +110,13 @@ def read_content(path: str) -> Optional[str]:
         return _wit.read_content(path)
     except Err as error:
         raise _error(path, error.value) from None
+
+
+def exit(code: int) -> NoReturn:
+    """Ends the plugin with exit status `code` (0-255), which `lockfile run`
+    exits with: 75, EX_TEMPFAIL, says "held, try again later". The host
+    releases every lock the plugin still holds."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _exit.exit_with_code(code)
+    raise SystemExit(code)  # not reached: the host ends the plugin

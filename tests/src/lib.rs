@@ -108,6 +108,16 @@ pub fn store(
     args: &[&str],
     configure: impl FnOnce(LockfileCtxBuilder) -> LockfileCtxBuilder,
 ) -> (Store<Plugin>, MemoryOutputPipe) {
+    store_with(configure(LockfileCtx::builder(lock_dir)), data_dir, args)
+}
+
+/// Like [`store`], with the plugin's locks as `locks` configures them (for
+/// example in a backend rather than a lock directory).
+pub fn store_with(
+    locks: LockfileCtxBuilder,
+    data_dir: Option<&Path>,
+    args: &[&str],
+) -> (Store<Plugin>, MemoryOutputPipe) {
     let stdout = MemoryOutputPipe::new(1 << 20);
     let mut wasi = WasiCtx::builder();
     wasi.stdout(stdout.clone())
@@ -118,7 +128,7 @@ pub fn store(
         wasi.preopened_dir(data, "/data", FsPerms::ReadWrite)
             .unwrap();
     }
-    let locks = configure(LockfileCtx::builder(lock_dir)).build().unwrap();
+    let locks = locks.build().unwrap();
     let store = Store::new(
         engine(),
         Plugin {
@@ -138,7 +148,22 @@ pub fn run(
     args: &[&str],
     configure: impl FnOnce(LockfileCtxBuilder) -> LockfileCtxBuilder,
 ) -> Run {
-    let (mut store, stdout) = store(lock_dir, data_dir, args, configure);
+    run_with(
+        path,
+        configure(LockfileCtx::builder(lock_dir)),
+        data_dir,
+        args,
+    )
+}
+
+/// Like [`run`], with the plugin's locks as `locks` configures them.
+pub fn run_with(
+    path: &str,
+    locks: LockfileCtxBuilder,
+    data_dir: Option<&Path>,
+    args: &[&str],
+) -> Run {
+    let (mut store, stdout) = store_with(locks, data_dir, args);
     let status = Command::instantiate(&mut store, &component(path), sync_linker())
         .and_then(|command| command.wasi_cli_run().call_run(&mut store))
         .map(|result| i32::from(result.is_err()));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use lockfile_core::{Error, LockFile, LockOptions};
 use lockfile_host::{LockfileCtx, LockfileCtxBuilder};
-use lockfile_tests::{LOCKCTL_COMPONENT, Run, ZC_BEHAVIOUR_COMPONENT, run};
+use lockfile_tests::{LOCKCTL_COMPONENT, LOCKCTL_V0_1_COMPONENT, Run, ZC_BEHAVIOUR_COMPONENT, run};
 
 fn lockctl(lock_dir: &Path, args: &[&str]) -> Run {
     run(LOCKCTL_COMPONENT, lock_dir, None, args, |b| b)
@@ -516,10 +516,11 @@ fn the_host_caps_how_long_a_plugin_may_wait() {
         &["lock", "w.lock", "{pid}", "3600000"],
         |b| b.max_wait(Duration::from_millis(20)),
     );
+    // The message gives the wait the host allowed, not the one asked for.
     assert_eq!(
         out.lines(),
         [format!(
-            "error Couldn't lock 'w.lock' within 3600s: held by {}",
+            "error Couldn't lock 'w.lock' within 20ms: held by {}",
             pid()
         )]
     );
@@ -730,4 +731,141 @@ fn a_record_over_the_cap_or_of_two_lines_is_an_invalid_template() {
     );
     assert!(!d.locks.join("big.lock").exists());
     assert!(!d.locks.join("two.lock").exists());
+}
+
+/// The names of what the component at `path` imports.
+fn imports(path: &str) -> Vec<String> {
+    lockfile_tests::component(path)
+        .component_type()
+        .imports(lockfile_tests::engine())
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// The steps the 0.1.0 plugin runs against `n.lock` (held natively, as
+/// "native"), `new.lock` (held by a 0.2.0 plugin, as "holder") and `old.lock`,
+/// and what it must print: today's host serves it unchanged.
+const V0_1_STEPS: &[&str] = &[
+    "lock", "n.lock", "{pid}", "0", //
+    "lock", "n.lock", "{pid}", "30", //
+    "lock", "new.lock", "{pid}", "0", //
+    "lock", "old.lock", "{plugin}", "0", //
+    "lock", "old.lock", "{pid}", "0", //
+    "read", "old.lock", //
+    "release",  //
+    "lock", "old.lock", "-", "0", //
+];
+const V0_1_LINES: &[&str] = &[
+    "locked-by native",
+    "timed-out native",
+    "locked-by holder",
+    "locked old",
+    "locked-by old",
+    "content old",
+    "released",
+    "locked -",
+];
+
+/// Holds `n.lock` natively and `new.lock` through a 0.2.0 plugin, runs
+/// `plugin` (a 0.1.0 plugin run on one of the linkers), and checks its lines.
+fn a_0_1_0_plugin_still_locks_excludes_and_times_out(plugin: impl FnOnce(&Dirs) -> Run) {
+    let names = imports(LOCKCTL_V0_1_COMPONENT);
+    assert!(
+        names
+            .iter()
+            .any(|name| name == "lockfile:lockfile/lockfile@0.1.0"),
+        "{names:?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|name| name.starts_with("lockfile:lockfile/") && !name.ends_with("@0.1.0")),
+        "a plugin of 0.1.0 imports nothing newer: {names:?}"
+    );
+    let d = dirs();
+    let _native = LockOptions::new()
+        .content_template("native")
+        .lock(d.locks.join("n.lock"))
+        .unwrap();
+    let holder = spawn_lockctl(
+        &d.locks,
+        &d.data,
+        &[
+            "lock", "new.lock", "{plugin}", "0", "touch", "locked", "await", "go",
+        ],
+    );
+    wait_for(&d.data.join("locked"));
+    let out = plugin(&d);
+    fs::write(d.data.join("go"), "").unwrap();
+    assert_eq!(holder.join().unwrap().status, Ok(0));
+    assert_eq!(out.status, Ok(0), "{out:?}");
+    assert_eq!(out.lines(), V0_1_LINES);
+    assert_eq!(
+        fs::read_to_string(d.locks.join("old.lock")).unwrap(),
+        " old\n"
+    );
+    LockFile::lock(d.locks.join("old.lock")).expect("released when the plugin ended");
+}
+
+#[test]
+fn a_plugin_built_against_0_1_0_runs_on_the_sync_linker() {
+    a_0_1_0_plugin_still_locks_excludes_and_times_out(|d| {
+        run(LOCKCTL_V0_1_COMPONENT, &d.locks, None, V0_1_STEPS, |b| {
+            b.plugin_name("old")
+        })
+    });
+}
+
+#[test]
+fn a_plugin_built_against_0_1_0_runs_on_the_async_linker() {
+    a_0_1_0_plugin_still_locks_excludes_and_times_out(|d| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(lockfile_tests::run_async(
+            LOCKCTL_V0_1_COMPONENT,
+            &d.locks,
+            None,
+            V0_1_STEPS,
+            |b| b.plugin_name("old"),
+        ))
+    });
+}
+
+#[test]
+fn a_lock_file_is_held_until_released_and_has_no_fencing_token() {
+    let d = dirs();
+    let out = lockctl(
+        &d.locks,
+        &[
+            "lock", "a.lock", "-", "0", "held", "token", "raw-held", "b.lock",
+        ],
+    );
+    assert_eq!(out.status, Ok(0), "{out:?}");
+    assert_eq!(
+        out.lines(),
+        [
+            "locked -",
+            "held true",
+            "token -",
+            "held true",
+            "held false",
+            "token -"
+        ]
+    );
+}
+
+#[test]
+fn a_plugin_exits_with_the_status_it_asks_for() {
+    let d = dirs();
+    for code in ["0", "3", "75", "255"] {
+        let out = lockctl(
+            &d.locks,
+            &["lock", "x.lock", "{pid}", "0", "exit-code", code],
+        );
+        assert_eq!(out.status, Ok(code.parse().unwrap()), "{out:?}");
+        assert_eq!(out.lines(), [format!("locked {}", pid())]);
+    }
+    LockFile::lock(d.locks.join("x.lock")).expect("the host released what the plugin held");
 }

@@ -24,16 +24,33 @@
 //! ```
 //!
 //! Build plugins with `cargo build --target wasm32-wasip2`: a crate with
-//! `fn main` is a wasi:cli command component.
+//! `fn main` is a wasi:cli command component. It imports
+//! `lockfile:lockfile@0.2.0` (`wit/lockfile.wit`), which `lockfile run` and
+//! lockfile-host serve beside 0.1.0.
+//!
+//! A plugin ends with any exit status through [`exit`]: `lockfile run` exits
+//! with it, so a job can say 75 (EX_TEMPFAIL, "held, try later") rather than
+//! the 1 that `std::process::exit` reports for every failure under wasi:cli.
 
 #![deny(missing_docs)]
 
+use std::io::Write as _;
 use std::time::Duration;
 
 mod bindings {
+    // The interface, and wasi:cli's `exit-with-code` for `exit`, which the
+    // standard library does not use (it reports only success or failure).
     wit_bindgen::generate!({
+        inline: "
+            package lockfile-guest:bindings;
+
+            world guest {
+                import lockfile:lockfile/lockfile@0.2.0;
+                import wasi:cli/exit@0.2.12;
+            }
+        ",
         path: "wit",
-        world: "imports",
+        generate_all,
     });
 }
 
@@ -61,6 +78,24 @@ impl LockFile {
     /// The path the lock was taken with.
     pub fn path(&self) -> String {
         self.handle.path()
+    }
+
+    /// Whether the lock is still held, as far as the host knows. A lock file
+    /// stays held until released; a lock the host keeps in a database
+    /// (`lockfile --lock-db`) can be lost while held (the server restarts,
+    /// the network drops), and the host notices within seconds, not at once:
+    /// check this before starting work, and guard what the lock protects with
+    /// the [`fencing_token`](Self::fencing_token).
+    pub fn held(&self) -> bool {
+        self.handle.held()
+    }
+
+    /// This acquisition's fencing token: larger than every token issued
+    /// before for the same lock. Pass it to what the lock protects and have
+    /// that refuse tokens lower than the highest it has seen. `None` for lock
+    /// files, which issue none; locks in a database do.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.handle.fencing_token()
     }
 
     /// Unlocks now; dropping the value does the same.
@@ -119,13 +154,30 @@ impl LockOptions {
         };
         wit::Lock::acquire(path, &options)
             .map(|handle| LockFile { handle })
-            .map_err(|e| Error::new(path, e, self.wait))
+            .map_err(|e| Error::new(path, e))
     }
 }
 
 /// Reads what the holder of `path` wrote, without taking the lock.
 pub fn read_content(path: &str) -> Result<Option<String>, Error> {
-    wit::read_content(path).map_err(|e| Error::new(path, e, Duration::ZERO))
+    wit::read_content(path).map_err(|e| Error::new(path, e))
+}
+
+/// Ends the plugin now with exit status `code`, which `lockfile run` (or
+/// another host) exits with: for example 75, EX_TEMPFAIL, when the lock is
+/// held by someone else. Flushes stdout and stderr first; destructors do not
+/// run, and the host releases every lock the plugin still holds.
+///
+/// `std::process::exit` cannot do this: under wasi:cli 0.2 the standard
+/// library reports only success or failure (1). This uses wasi:cli's
+/// `exit-with-code` (0.2.12), which wasmtime 48 provides.
+pub fn exit(code: u8) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    bindings::wasi::cli::exit::exit_with_code(code);
+    // The host ends the instance in the call above; should one return from
+    // it, failing is the nearest thing to the status asked for.
+    std::process::exit(i32::from(code != 0))
 }
 
 /// Why a lock could not be taken or read. Prints like zc.lockfile's
@@ -147,7 +199,8 @@ pub enum Error {
         path: String,
         /// What the holder wrote, if anything.
         holder: Option<String>,
-        /// How long the plugin asked to wait.
+        /// How long the host waited: the wait asked for, or less if the host
+        /// caps waits.
         waited: Duration,
     },
     /// The host refused the path (it is absolute, too long, empty, contains
@@ -184,14 +237,14 @@ fn held_by(holder: &Option<String>) -> String {
 }
 
 impl Error {
-    fn new(path: &str, error: wit::Error, waited: Duration) -> Self {
+    fn new(path: &str, error: wit::Error) -> Self {
         let path = path.to_owned();
         match error {
             wit::Error::Locked(holder) => Self::Locked { path, holder },
-            wit::Error::TimedOut(holder) => Self::TimedOut {
+            wit::Error::TimedOut(timed_out) => Self::TimedOut {
                 path,
-                holder,
-                waited,
+                holder: timed_out.holder,
+                waited: Duration::from_millis(timed_out.waited_ms),
             },
             wit::Error::NotPermitted(reason) => Self::NotPermitted { path, reason },
             wit::Error::InvalidTemplate(message) => Self::InvalidTemplate(message),

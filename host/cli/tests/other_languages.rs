@@ -156,10 +156,19 @@ fn excludes_and_is_excluded_by_a_rust_plugin(language: &str, plugin: &Path) {
             &["lock", "job.lock", "{plugin}", "0", "sleep", "60000"],
             "rust",
         );
-        let theirs = run(locks, language, plugin, &["lock", "job.lock", "{pid}", "0"]);
+        let theirs = run(
+            locks,
+            language,
+            plugin,
+            &[
+                "lock", "job.lock", "{pid}", "0", "lock", "job.lock", "{pid}", "30",
+            ],
+        );
+        // A wait reports how long the host waited (lockfile:lockfile@0.2.0).
         assert_eq!(
             stdout(&theirs),
-            "error Couldn't lock 'job.lock': held by rust\n"
+            "error Couldn't lock 'job.lock': held by rust\n\
+             error Couldn't lock 'job.lock' within 30ms: held by rust\n"
         );
     }
     let free = run(
@@ -260,6 +269,28 @@ fn writes_the_same_bytes_as_rust_and_zc_lockfile(language: &str, plugin: &Path) 
     );
 }
 
+fn exits_with_the_status_it_asks_for(language: &str, plugin: &Path) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        dir.path(),
+        language,
+        plugin,
+        &["lock", "job.lock", "{plugin}", "0", "exit", "75"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("locked {language}\n")
+    );
+    lockfile_core::LockFile::lock(dir.path().join("job.lock"))
+        .expect("released when the plugin exited");
+}
+
 #[test]
 fn python_plugin_excludes_and_is_excluded_by_a_rust_plugin() {
     excludes_and_is_excluded_by_a_rust_plugin("python", python_plugin());
@@ -288,4 +319,14 @@ fn javascript_plugin_excludes_and_is_excluded_by_zc_lockfile() {
 #[test]
 fn javascript_plugin_writes_the_same_bytes_as_rust_and_zc_lockfile() {
     writes_the_same_bytes_as_rust_and_zc_lockfile("javascript", javascript_plugin());
+}
+
+#[test]
+fn python_plugin_exits_with_the_status_it_asks_for() {
+    exits_with_the_status_it_asks_for("python", python_plugin());
+}
+
+#[test]
+fn javascript_plugin_exits_with_the_status_it_asks_for() {
+    exits_with_the_status_it_asks_for("javascript", javascript_plugin());
 }

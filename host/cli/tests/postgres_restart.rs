@@ -1,5 +1,6 @@
 //! A server restart while `lockfile exec --lock-db` holds a lock: the command
-//! is stopped and the status says the lock was lost (76).
+//! is stopped and the status says the lock was lost (76); a plugin's own lock
+//! handle reports the loss (`held` turns false).
 //!
 //! Restarts the server of `LOCKFILE_TEST_DB` with `scripts/postgres restart`:
 //! this is the only test in its binary, and cargo runs test binaries one at a
@@ -41,17 +42,43 @@ fn a_server_restart_stops_the_command_and_exits_76() {
         command
     };
     let mut reaper = Reaper::default();
+    // A plugin holding a lock of its own, which waits for it to be lost.
+    let plugin = reaper.spawn(
+        common::lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args([
+                "run",
+                "--lock-db",
+                &url,
+                "--lock-namespace",
+                &ns,
+                "--cache-dir",
+            ])
+            .arg(common::cache_dir())
+            .arg(lockfile_tests::LOCKCTL_COMPONENT)
+            .args([
+                "lock",
+                "plugin.lock",
+                "{pid}",
+                "0",
+                "held",
+                "await-lost",
+                "held",
+            ]),
+    );
     let script = format!("echo $$ > '{}'; exec sleep 30", pid_file.display());
     let holder = reaper.spawn(&mut lockfile(&["job.lock", "--", "sh", "-c", &script]));
     let command = read_pid_file(&pid_file);
     reaper.adopt(command);
     // Held: a second taker is refused.
-    wait_until("job.lock held", || {
-        common::output(lockfile(&["job.lock", "--", "true"]))
-            .status
-            .code()
-            == Some(75)
-    });
+    for lock in ["job.lock", "plugin.lock"] {
+        wait_until(&format!("{lock} held"), || {
+            common::output(lockfile(&[lock, "--", "true"]))
+                .status
+                .code()
+                == Some(75)
+        });
+    }
 
     let start = Instant::now();
     let restart = Command::new(SCRIPT).arg("restart").status().unwrap();
@@ -68,6 +95,14 @@ fn a_server_restart_stops_the_command_and_exits_76() {
     );
     assert!(!is_running(command), "the command still runs");
     assert!(stopped < Duration::from_secs(20), "{stopped:?}");
+    let plugin = reaper.finish(plugin, Duration::from_secs(30));
+    assert!(plugin.status.success(), "{plugin:?}");
+    let lines: Vec<&str> = plugin.stdout.lines().collect();
+    assert_eq!(
+        lines.get(1..),
+        Some(&["held true", "lost", "held false"][..]),
+        "{plugin:?}"
+    );
 
     // The server is back: the lock can be taken again.
     wait_until("job.lock free again", || {

@@ -467,7 +467,8 @@ fn two_singleton_jobs_race_and_one_reports_the_other() {
     let mut first = first;
     first.kill().unwrap();
     first.wait().unwrap();
-    assert_eq!(second.status.code(), Some(1));
+    // The plugin asks for 75 with `lockfile_guest::exit`, and gets it.
+    assert_eq!(second.status.code(), Some(75));
     assert_eq!(
         stderr(&second),
         format!(
@@ -477,6 +478,28 @@ fn two_singleton_jobs_race_and_one_reports_the_other() {
         )
     );
     assert_eq!(stdout(&second), "");
+}
+
+#[test]
+fn a_plugin_exits_with_the_status_it_asks_for() {
+    let s = Sandbox::new();
+    for code in [0, 3, 75, 255] {
+        let out = s.run(
+            &[],
+            LOCKCTL_COMPONENT,
+            &[
+                "lock",
+                "a.lock",
+                "{pid}",
+                "0",
+                "exit-code",
+                &code.to_string(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(code), "{}", stderr(&out));
+        assert_eq!(stderr(&out), "", "an exit is not a failure of lockfile's");
+    }
+    LockFile::lock(s.path("locks/a.lock")).expect("released when the plugin exited");
 }
 
 fn hostname() -> String {

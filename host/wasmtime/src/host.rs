@@ -1,4 +1,5 @@
-//! The interface's implementation, shared by the sync and async bindings.
+//! The interface's implementation, shared by every binding: both versions,
+//! sync and async (their traits are implemented in `api`).
 
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -9,10 +10,10 @@ use lockfile_core::{
 };
 use wasmtime::component::Resource;
 
-use crate::bindings::r#async::lockfile::lockfile::lockfile as async_api;
-use crate::bindings::sync::lockfile::lockfile::lockfile as sync_api;
 use crate::ctx::Place;
 use crate::{LockfileCtxView, sandbox};
+
+mod api;
 
 /// A plugin's lock handle: the lock until it is released, and what the plugin
 /// may ask about it afterwards. Dropping it, which the store does for every
@@ -23,6 +24,15 @@ pub struct HostLock {
     lock: Option<Held>,
     path: String,
     content: Option<String>,
+    /// The acquisition's fencing token, kept after release for `fencing-token`.
+    token: Option<u64>,
+}
+
+impl HostLock {
+    /// Whether the lock is still held: not released, and not lost.
+    fn held(&self) -> bool {
+        self.lock.as_ref().is_some_and(Held::held)
+    }
 }
 
 /// A lock a plugin holds: a lock file, or one of another backend.
@@ -37,6 +47,24 @@ impl Held {
         match self {
             Held::File(lock) => lock.content(),
             Held::Backend(lock) => lock.content(),
+        }
+    }
+
+    /// A lock file cannot be lost while its descriptor is open; a backend's
+    /// lock can (a database session ends), and the backend says so.
+    fn held(&self) -> bool {
+        match self {
+            Held::File(_) => true,
+            Held::Backend(lock) => lock.held(),
+        }
+    }
+
+    /// Lock files issue no fencing token: their record is zc.lockfile's, with
+    /// no room for one.
+    fn token(&self) -> Option<u64> {
+        match self {
+            Held::File(_) => None,
+            Held::Backend(lock) => lock.token(),
         }
     }
 
@@ -270,10 +298,12 @@ impl LockfileCtxView<'_> {
 
     fn insert(&mut self, path: String, lock: Held) -> wasmtime::Result<Resource<HostLock>> {
         let content = lock.content().map(str::to_owned);
+        let token = lock.token();
         let handle = self.table.push(HostLock {
             lock: Some(lock),
             path,
             content,
+            token,
         })?;
         self.ctx.live_locks += 1;
         Ok(handle)
@@ -411,83 +441,3 @@ fn reactor() -> Option<&'static tokio::runtime::Runtime> {
         })
         .as_ref()
 }
-
-/// Implements one binding's traits: `$api` is its generated interface module,
-/// `$acquire` the body of `acquire`, the only function that may wait.
-macro_rules! implement {
-    ($api:ident, $($acquire:tt)*) => {
-        impl From<Failure> for $api::Error {
-            fn from(failure: Failure) -> Self {
-                use lockfile_core::Error as E;
-                match failure {
-                    Failure::NotPermitted(reason) => Self::NotPermitted(reason),
-                    Failure::TooManyLocks(max) => Self::TooManyLocks(max),
-                    Failure::Lock(E::Locked { holder, .. }) => Self::Locked(holder),
-                    Failure::Lock(E::TimedOut { holder, .. }) => Self::TimedOut(holder),
-                    Failure::Lock(error @ E::InvalidTemplate(_)) => Self::InvalidTemplate(error.to_string()),
-                    Failure::Lock(error @ E::Io { .. }) => Self::Io(error.to_string()),
-                }
-            }
-        }
-
-        impl $api::Host for LockfileCtxView<'_> {
-            fn read_content(&mut self, path: String) -> wasmtime::Result<Result<Option<String>, $api::Error>> {
-                Ok(self.read_holder(&path).map_err(Into::into))
-            }
-        }
-
-        impl $api::HostLock for LockfileCtxView<'_> {
-            $($acquire)*
-
-            fn content(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<Option<String>> {
-                Ok(self.lock_mut(&handle)?.content.clone())
-            }
-
-            fn path(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<String> {
-                Ok(self.lock_mut(&handle)?.path.clone())
-            }
-
-            fn release(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
-                if let Some(lock) = self.lock_mut(&handle)?.lock.take() {
-                    lock.release();
-                }
-                Ok(())
-            }
-
-            fn drop(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
-                self.forget(handle)
-            }
-        }
-    };
-}
-
-implement!(
-    sync_api,
-    fn acquire(
-        &mut self,
-        path: String,
-        options: sync_api::Options,
-    ) -> wasmtime::Result<Result<Resource<HostLock>, sync_api::Error>> {
-        match self.acquire_blocking(&path, options.content_template, options.wait_ms) {
-            Ok(lock) => Ok(Ok(self.insert(path, lock)?)),
-            Err(failure) => Ok(Err(failure.into())),
-        }
-    }
-);
-
-implement!(
-    async_api,
-    async fn acquire(
-        &mut self,
-        path: String,
-        options: async_api::Options,
-    ) -> wasmtime::Result<Result<Resource<HostLock>, async_api::Error>> {
-        match self
-            .acquire_async(&path, options.content_template, options.wait_ms)
-            .await
-        {
-            Ok(lock) => Ok(Ok(self.insert(path, lock)?)),
-            Err(failure) => Ok(Err(failure.into())),
-        }
-    }
-);

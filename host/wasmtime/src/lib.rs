@@ -59,6 +59,16 @@
 //! outside fail with `not-permitted` before anything is created. Each instance
 //! may hold [`LockfileCtx::DEFAULT_MAX_LOCKS`] handles unless configured
 //! otherwise.
+//!
+//! # Versions
+//!
+//! Both functions add `lockfile:lockfile@0.2.0` (the repository's
+//! `wit/lockfile.wit`) and 0.1.0 (`wit/compat/lockfile-0.1.0.wit`), so
+//! plugins built against either run unchanged. 0.2.0 gives a `timed-out`
+//! error how long the host waited (after [`LockfileCtxBuilder::max_wait`]'s
+//! cap) and a lock whether it is still `held` and its `fencing-token`; its
+//! types moved into a `types` interface of their own. A host whose own
+//! `bindgen!` world imports the interface maps it onto [`bindings`].
 
 #![deny(missing_docs)]
 #![warn(unused_crate_dependencies)]
@@ -69,6 +79,7 @@ use {tempfile as _, wasmtime_wasi as _};
 #[cfg(not(target_os = "linux"))]
 use log as _;
 
+pub mod bindings;
 mod ctx;
 mod host;
 mod sandbox;
@@ -78,41 +89,6 @@ pub use host::HostLock;
 
 use wasmtime::component::{HasData, Linker};
 
-/// The generated bindings of `lockfile:lockfile`, for hosts whose own
-/// `bindgen!` world includes the interface: map it onto this crate's types
-/// with `with: { "lockfile:lockfile/lockfile": lockfile_host::bindings::sync::lockfile::lockfile::lockfile }`
-/// (or `r#async`), and the `lock` resource is [`HostLock`] already.
-///
-/// `sync` blocks the calling thread while a plugin waits; in `r#async` only
-/// `acquire` is async, and its waits sleep on tokio.
-pub mod bindings {
-    #![allow(missing_docs)]
-
-    /// Bindings whose host functions are all synchronous.
-    pub mod sync {
-        wasmtime::component::bindgen!({
-            path: "../../wit",
-            world: "imports",
-            imports: { default: trappable },
-            with: { "lockfile:lockfile/lockfile.lock": crate::HostLock },
-            require_store_data_send: true,
-        });
-    }
-
-    /// Bindings whose `acquire` is async, for stores with async support.
-    pub mod r#async {
-        wasmtime::component::bindgen!({
-            path: "../../wit",
-            world: "imports",
-            imports: {
-                "lockfile:lockfile/lockfile.[static]lock.acquire": async | trappable,
-                default: trappable,
-            },
-            with: { "lockfile:lockfile/lockfile.lock": crate::HostLock },
-        });
-    }
-}
-
 /// The [`HasData`] marker for this interface: its host functions see a
 /// [`LockfileCtxView`].
 pub struct LockfileInterface;
@@ -121,25 +97,23 @@ impl HasData for LockfileInterface {
     type Data<'a> = LockfileCtxView<'a>;
 }
 
-/// Adds `lockfile:lockfile/lockfile` to a linker whose engine runs plugins
-/// synchronously; a wait blocks the calling thread.
+/// Adds `lockfile:lockfile` to a linker whose engine runs plugins
+/// synchronously; a wait blocks the calling thread. Both versions are added,
+/// 0.2.0 and 0.1.0, so plugins built against either run.
 pub fn add_to_linker_sync<T: LockfileView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    bindings::sync::lockfile::lockfile::lockfile::add_to_linker::<T, LockfileInterface>(
-        linker,
-        T::lockfile,
-    )
+    bindings::sync::Imports::add_to_linker::<T, LockfileInterface>(linker, T::lockfile)?;
+    bindings::v0_1::sync::Imports::add_to_linker::<T, LockfileInterface>(linker, T::lockfile)
 }
 
-/// Adds `lockfile:lockfile/lockfile` to a linker for async stores (an engine
-/// with async support, plugins called with `call_async`). A wait sleeps on the
-/// tokio runtime between tries and never blocks the executor thread.
+/// Adds `lockfile:lockfile` to a linker for async stores (an engine with
+/// async support, plugins called with `call_async`). A wait sleeps on the
+/// tokio runtime between tries and never blocks the executor thread. Both
+/// versions are added, 0.2.0 and 0.1.0, so plugins built against either run.
 pub fn add_to_linker_async<T: LockfileView + 'static>(
     linker: &mut Linker<T>,
 ) -> wasmtime::Result<()> {
-    bindings::r#async::lockfile::lockfile::lockfile::add_to_linker::<T, LockfileInterface>(
-        linker,
-        T::lockfile,
-    )
+    bindings::r#async::Imports::add_to_linker::<T, LockfileInterface>(linker, T::lockfile)?;
+    bindings::v0_1::r#async::Imports::add_to_linker::<T, LockfileInterface>(linker, T::lockfile)
 }

@@ -1,7 +1,7 @@
 //! A job that must never run twice at once: it works only while it holds
-//! `job.lock`, and otherwise reports who holds it and fails. (It asks for exit
-//! status 75, EX_TEMPFAIL, but wasi:cli 0.2 only carries success or failure,
-//! so the host sees 1. `lockfile run --singleton` exits 75 itself.)
+//! `job.lock`, and otherwise reports who holds it and exits 75 (EX_TEMPFAIL,
+//! "try again later", as `lockfile run --singleton` does), which
+//! `lockfile_guest::exit` carries to the host.
 //!
 //! Usage: `singleton-job [STEPS]` (default 5 steps of 200 ms).
 
@@ -22,7 +22,8 @@ fn main() -> ExitCode {
         Ok(lock) => lock,
         Err(error @ Error::Locked { .. }) => {
             eprintln!("{error}");
-            return ExitCode::from(75);
+            // `ExitCode::from(75)` would reach the host as 1.
+            lockfile_guest::exit(75);
         }
         Err(error) => {
             eprintln!("singleton-job: {error}");

@@ -3,12 +3,20 @@
 //!
 //! - `lock PATH TEMPLATE WAIT_MS` (TEMPLATE `-`: no content) -> `locked CONTENT` or `error DISPLAY`
 //! - `release` the newest held lock -> `released`
+//! - `held` -> `held true` or `held false` for the newest held lock; `token`
+//!   -> `token N` (its fencing token) or `token -`
+//! - `await-lost` waits until the newest held lock is no longer held -> `lost`,
+//!   or `still held` after 60 s (a test fails rather than hangs)
 //! - `keep-released PATH` takes PATH through the raw interface (template
 //!   `{pid}`, one try), releases it and keeps the handle undropped until the
 //!   plugin ends -> `kept-released` or `error DEBUG`. lockfile-guest's
 //!   `release` consumes and drops its handle, so only the raw binding (module
 //!   `raw` below) can show that a released handle still counts towards
 //!   `too-many-locks` until it is dropped.
+//! - `raw-held PATH` takes PATH through the raw interface (template `{pid}`,
+//!   one try) and says whether the handle holds it before and after its
+//!   `release` -> `held true`, `held false`, then `token N` or `token -`
+//!   (what the released handle still reports), or `error DEBUG`
 //! - `read PATH` -> `content CONTENT`, `content -` or `error DISPLAY`
 //! - `await FILE` waits until `/data/FILE` exists; `touch FILE` creates it
 //! - `increment PATH COUNTER` spins until PATH is locked, then adds 1 to `/data/COUNTER`
@@ -26,7 +34,8 @@
 //!   allocates and touches that much memory -> `allocated`
 //! - `env` -> `env N`, the number of environment variables the plugin sees
 //! - `trap` aborts the plugin while it holds its locks; `exit` exits without
-//!   running destructors, leaving its handles to the host
+//!   running destructors, leaving its handles to the host; `exit-code N`
+//!   exits with status N through `lockfile_guest::exit`
 //!
 //! In PATH, `\0` stands for a NUL character.
 
@@ -97,6 +106,19 @@ fn main() {
                 held.pop().expect("nothing held").release();
                 println!("released");
             }
+            "held" => println!("held {}", held.last().expect("nothing held").held()),
+            "token" => match held.last().expect("nothing held").fencing_token() {
+                Some(token) => println!("token {token}"),
+                None => println!("token -"),
+            },
+            "await-lost" => {
+                let lock = held.last().expect("nothing held");
+                let start = Instant::now();
+                while lock.held() && start.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                println!("{}", if lock.held() { "still held" } else { "lost" });
+            }
             "keep-released" => {
                 let options = wit::Options {
                     content_template: Some("{pid}".into()),
@@ -107,6 +129,24 @@ fn main() {
                         handle.release();
                         println!("kept-released");
                         kept.push(handle);
+                    }
+                    Err(error) => println!("error {error:?}"),
+                }
+            }
+            "raw-held" => {
+                let options = wit::Options {
+                    content_template: Some("{pid}".into()),
+                    wait_ms: 0,
+                };
+                match wit::Lock::acquire(&decode(arg()), &options) {
+                    Ok(handle) => {
+                        println!("held {}", handle.held());
+                        handle.release();
+                        println!("held {}", handle.held());
+                        match handle.fencing_token() {
+                            Some(token) => println!("token {token}"),
+                            None => println!("token -"),
+                        }
                     }
                     Err(error) => println!("error {error:?}"),
                 }
@@ -223,6 +263,7 @@ fn main() {
             }
             "trap" => std::process::abort(),
             "exit" => std::process::exit(0),
+            "exit-code" => lockfile_guest::exit(arg().parse().expect("exit-code N: 0 to 255")),
             other => panic!("unknown step {other}"),
         }
     }
