@@ -1,6 +1,7 @@
 //! `--lock-db`: locks on PostgreSQL advisory locks instead of lock files, for
 //! `exec`, `inspect` and `run`.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use lockfile_postgres::PgLocker;
@@ -14,15 +15,20 @@ pub const LOCK_DB_ENV: &str = "LOCKFILE_DB";
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
     /// Take locks on this PostgreSQL database instead of lock files:
-    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME`, as libpq accepts it.
-    /// A lock's name is then its path, under --lock-namespace: the same name
-    /// is the same lock on every machine [env: LOCKFILE_DB].
+    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME`, as libpq accepts it,
+    /// with libpq's sslmode (disable, prefer: the default, require,
+    /// verify-ca, verify-full) and sslrootcert=CA.pem. A lock's name is then
+    /// its path, under --lock-namespace: the same name is the same lock on
+    /// every machine [env: LOCKFILE_DB].
     #[arg(long, value_name = "URL")]
     lock_db: Option<String>,
 
-    /// With --lock-db: the namespace of the lock names.
-    #[arg(long, value_name = "NS", default_value = lockfile_postgres::DEFAULT_NAMESPACE)]
-    lock_namespace: String,
+    /// With --lock-db: the namespace of the lock names; the same name in two
+    /// namespaces is two locks [default: for `run`, the last component of
+    /// --lock-dir if given (--lock-dir /srv/locks/nightly: `nightly`), so
+    /// that lock directories stay apart on the database; else `default`].
+    #[arg(long, value_name = "NS")]
+    lock_namespace: Option<String>,
 }
 
 impl DbArgs {
@@ -35,8 +41,31 @@ impl DbArgs {
         })
     }
 
+    /// The namespace where there is no lock directory (`exec`, `inspect`):
+    /// --lock-namespace, else `default`.
     pub fn namespace(&self) -> &str {
-        &self.lock_namespace
+        self.lock_namespace
+            .as_deref()
+            .unwrap_or(lockfile_postgres::DEFAULT_NAMESPACE)
+    }
+
+    /// The namespace beside a lock directory (`run`): --lock-namespace, else
+    /// the last component of `lock_dir`, the --lock-dir given (if any), else
+    /// `default`. A path that ends in no name (`.`, `..`, `/`) gives
+    /// `default`; one whose name is not UTF-8 is an error, which says so.
+    pub fn namespace_beside(&self, lock_dir: Option<&Path>) -> Result<String, String> {
+        if let Some(namespace) = &self.lock_namespace {
+            return Ok(namespace.clone());
+        }
+        let Some(name) = lock_dir.and_then(Path::file_name) else {
+            return Ok(lockfile_postgres::DEFAULT_NAMESPACE.to_owned());
+        };
+        name.to_str().map(str::to_owned).ok_or_else(|| {
+            format!(
+                "--lock-dir {:?}: its last component, the default lock namespace, is not UTF-8; give --lock-namespace",
+                lock_dir.unwrap_or(Path::new(""))
+            )
+        })
     }
 }
 
@@ -111,4 +140,42 @@ pub fn inspect(db: &DbArgs, url: &str, name: &std::path::Path) -> ExitCode {
         println!("token: {token}");
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(namespace: Option<&str>) -> DbArgs {
+        DbArgs {
+            lock_db: None,
+            lock_namespace: namespace.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_namespace_defaults_to_the_lock_directorys_name_or_default() {
+        let beside = |ns: Option<&str>, dir: Option<&str>| {
+            args(ns).namespace_beside(dir.map(Path::new)).unwrap()
+        };
+        assert_eq!(beside(None, Some("/srv/locks/nightly")), "nightly");
+        assert_eq!(beside(None, Some("nightly/")), "nightly");
+        assert_eq!(beside(None, Some("locks")), "locks");
+        assert_eq!(beside(None, None), "default");
+        for nameless in [".", "..", "/", "a/.."] {
+            assert_eq!(beside(None, Some(nameless)), "default", "{nameless}");
+        }
+        assert_eq!(beside(Some("ops"), Some("/srv/locks/nightly")), "ops");
+        assert_eq!(args(None).namespace(), "default");
+        assert_eq!(args(Some("ops")).namespace(), "ops");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_directory_whose_name_is_not_utf8_asks_for_a_namespace() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = Path::new(std::ffi::OsStr::from_bytes(b"/srv/\xff"));
+        let message = args(None).namespace_beside(Some(dir)).unwrap_err();
+        assert!(message.ends_with("give --lock-namespace"), "{message}");
+    }
 }

@@ -31,10 +31,11 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// unless given with --dir. It changes lock files only through the lockfile
 /// interface.
 ///
-/// Exits with the plugin's status; 64 for bad flags (nothing is touched), 65
-/// for a plugin file that cannot run, 74 for I/O errors, 75 if --singleton is
-/// held, 124 if --timeout ran out, 134 if the plugin trapped (a limit
-/// included).
+/// Exits with the plugin's status (any of 0-255 through wasi:cli's
+/// exit-with-code, e.g. `lockfile_guest::exit(75)`); 64 for bad flags
+/// (nothing is touched), 65 for a plugin file that cannot run, 74 for I/O
+/// errors, 75 if --singleton is held, 124 if --timeout ran out, 134 if the
+/// plugin trapped (a limit included).
 ///
 /// With --lock-db (or LOCKFILE_DB), the plugin's locks and --singleton are
 /// PostgreSQL advisory locks named by their paths, and there is no lock
@@ -43,9 +44,10 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// 76.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
-    /// The directory the plugin's lock paths are relative to (created if missing).
-    #[arg(long, value_name = "DIR", default_value = "locks")]
-    lock_dir: PathBuf,
+    /// The directory the plugin's lock paths are relative to (created if
+    /// missing) [default: locks].
+    #[arg(long, value_name = "DIR")]
+    lock_dir: Option<PathBuf>,
 
     /// The plugin's name, written for {plugin} [default: the file's stem].
     #[arg(long)]
@@ -113,6 +115,13 @@ pub struct RunArgs {
     /// Arguments for the plugin.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+impl RunArgs {
+    /// --lock-dir, or its default.
+    fn lock_dir(&self) -> &Path {
+        self.lock_dir.as_deref().unwrap_or(Path::new("locks"))
+    }
 }
 
 fn parse_size(text: &str) -> Result<ByteSize, String> {
@@ -241,13 +250,20 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     log::debug!("plugin linked");
     check_dirs(&args.dirs).status(exit::USAGE)?;
     let db = match args.db.url() {
-        Some(url) => Some(Db::connect(&url, args.db.namespace())?),
+        Some(url) => {
+            let namespace = args
+                .db
+                .namespace_beside(args.lock_dir.as_deref())
+                .map_err(anyhow::Error::msg)
+                .status(exit::USAGE)?;
+            Some(Db::connect(&url, &namespace)?)
+        }
         None => None,
     };
     if db.is_none() {
         // Created only once the plugin is known to be runnable and every flag
         // is good: bad input changes nothing.
-        create_lock_dir(&args.lock_dir).status(exit::IOERR)?;
+        create_lock_dir(args.lock_dir()).status(exit::IOERR)?;
     }
     let backend = db
         .as_ref()
@@ -375,7 +391,7 @@ fn check_lock_name(lock: &str) -> Result<()> {
 }
 
 fn take_singleton(args: &RunArgs, lock: &str, name: &str) -> Result<LockFile, Failure> {
-    let path = args.lock_dir.join(lock);
+    let path = args.lock_dir().join(lock);
     LockOptions::new()
         .content_template(&args.content_template)
         .field("plugin", name)
@@ -488,9 +504,9 @@ fn new_store(
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().arg(name).args(&args.args);
     if backend.is_none() {
-        wasi.preopened_dir(&args.lock_dir, "/locks", FsPerms::ReadOnly)
+        wasi.preopened_dir(args.lock_dir(), "/locks", FsPerms::ReadOnly)
             .map_err(anyhow::Error::from)
-            .with_context(|| format!("--lock-dir '{}'", args.lock_dir.display()))?;
+            .with_context(|| format!("--lock-dir '{}'", args.lock_dir().display()))?;
     }
     for (host, guest) in &args.dirs {
         wasi.preopened_dir(host, guest, FsPerms::ReadWrite)
@@ -499,7 +515,7 @@ fn new_store(
     }
     let locks = match backend {
         Some(backend) => LockfileCtx::builder_for_backend(backend),
-        None => LockfileCtx::builder(&args.lock_dir),
+        None => LockfileCtx::builder(args.lock_dir()),
     };
     let locks = locks
         .plugin_name(name)

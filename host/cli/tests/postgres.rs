@@ -264,6 +264,41 @@ fn bad_urls_exit_64_and_unreachable_databases_74_in_one_line_without_running() {
     );
 }
 
+/// TLS with the server's certificate checked (`sslmode=verify-full`, the
+/// name `localhost` the test CA's certificate is for): the command runs;
+/// against a root that signed nothing, one line, 74, and it does not.
+#[test]
+fn exec_verifies_the_servers_certificate_and_refuses_a_wrong_root() {
+    let root = std::env::var("LOCKFILE_TEST_PG_ROOT_CERT")
+        .unwrap_or_else(|_| panic!("LOCKFILE_TEST_PG_ROOT_CERT is not set: {START}"));
+    let by_name = db_url().replacen("@127.0.0.1:", "@localhost:", 1);
+    let verified = format!("{by_name}?sslmode=verify-full&sslrootcert={root}");
+    let dir = tempdir();
+    let marker = dir.path().join("ran");
+    let out = output(
+        common::lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args(["exec", "--lock-db", &verified, "tls.lock", "--", "touch"])
+            .arg(&marker),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(marker.exists(), "the command did not run");
+
+    let other = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../postgres/tests/data/other-ca.crt"
+    );
+    refused(
+        &format!("{by_name}?sslmode=verify-full&sslrootcert={other}"),
+        74,
+        &format!(
+            "TLS refused the server's certificate (unable to get local issuer certificate): \
+             under sslmode=verify-full the server's certificate must be signed by a root in \
+             sslrootcert={other} and name the host"
+        ),
+    );
+}
+
 #[test]
 fn inspect_tells_the_holder_without_taking_the_lock() {
     let ns = namespace("inspect");
@@ -320,6 +355,80 @@ fn run(ns: &str, options: &[&str], steps: &str) -> Command {
         .args(options)
         .args([SINGLETON_JOB_COMPONENT, steps]);
     run
+}
+
+/// Without --lock-namespace, `lockfile run --lock-db` takes the namespace
+/// from the last component of a --lock-dir it was given, else `default`;
+/// --lock-namespace wins over both.
+#[test]
+fn run_names_the_namespace_after_its_lock_directory_or_default() {
+    let dir_ns = namespace("by-dir");
+    let name = format!("{dir_ns}.lock");
+    let parent = tempdir();
+    let lock_dir = parent.path().join(&dir_ns);
+    let take = |options: &[&std::ffi::OsStr], record: &str| {
+        let out = output(
+            common::lockfile()
+                .env_remove("LOCKFILE_DB")
+                .args(["run", "--lock-db", &db_url(), "--cache-dir"])
+                .arg(common::cache_dir())
+                .args(options)
+                .arg(lockfile_tests::LOCKCTL_COMPONENT)
+                .args(["lock", &name, record, "0", "release"]),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    let record = |ns: &str| inspect(ns, &name).lines().next().unwrap().to_owned();
+
+    take(&["--lock-dir".as_ref(), lock_dir.as_os_str()], "by-dir");
+    assert_eq!(record(&dir_ns), "content: by-dir");
+    assert_eq!(record("default"), "content: (none)");
+    assert!(!lock_dir.exists(), "--lock-db made a lock directory");
+
+    take(&[], "no-dir");
+    assert_eq!(record("default"), "content: no-dir");
+
+    let explicit = namespace("explicit");
+    take(
+        &[
+            "--lock-dir".as_ref(),
+            lock_dir.as_os_str(),
+            "--lock-namespace".as_ref(),
+            explicit.as_ref(),
+        ],
+        "explicit",
+    );
+    assert_eq!(record(&explicit), "content: explicit");
+    assert_eq!(record(&dir_ns), "content: by-dir");
+}
+
+#[test]
+fn a_plugin_lock_on_the_database_has_a_growing_fencing_token() {
+    let ns = namespace("token");
+    let out = output(
+        lockfile_db("run", &ns)
+            .arg("--cache-dir")
+            .arg(common::cache_dir())
+            .arg(lockfile_tests::LOCKCTL_COMPONENT)
+            .args(["lock", "t.lock", "{pid}", "0", "token", "held", "release"])
+            .args(["lock", "t.lock", "{pid}", "0", "token"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    let token = |line: &str| -> u64 {
+        line.strip_prefix("token ")
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("not a token: {line:?} in {lines:?}"))
+    };
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!((lines[2], lines[3]), ("held true", "released"));
+    let (first, second) = (token(lines[1]), token(lines[5]));
+    assert!(second > first, "{lines:?}");
+    assert!(
+        inspect(&ns, "t.lock").contains(&format!("token: {second}")),
+        "inspect shows the token the plugin was given"
+    );
 }
 
 #[test]
@@ -380,7 +489,7 @@ fn the_singleton_job_plugin_runs_unchanged_on_the_database_and_excludes_its_twin
     let first = reaper.spawn(&mut run(&ns, &[], "50"));
     wait_until_locked(&ns, "job.lock");
     let second = output(run(&ns, &[], "1"));
-    assert_eq!(second.status.code(), Some(1));
+    assert_eq!(second.status.code(), Some(75));
     assert_eq!(
         stderr(&second),
         format!(

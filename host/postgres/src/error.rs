@@ -98,11 +98,21 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return db.message().to_owned();
     }
+    chain(error)
+}
+
+/// An error and its causes on one line, `error: cause: cause`. Some causes
+/// repeat their own cause's text (native-tls's OpenSSL errors do): each
+/// text is given once.
+fn chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
-        line.push_str(": ");
-        line.push_str(&cause.to_string());
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
         source = cause.source();
     }
     line
@@ -120,4 +130,44 @@ pub(crate) fn kind(error: &tokio_postgres::Error) -> io::ErrorKind {
         source = cause.source();
     }
     io::ErrorKind::Other
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and maybe a cause.
+    #[derive(Debug)]
+    struct Layer(String, Option<Box<Layer>>);
+
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    fn layer(text: &str, cause: Option<Layer>) -> Layer {
+        Layer(text.to_owned(), cause.map(Box::new))
+    }
+
+    #[test]
+    fn a_cause_that_repeats_its_own_cause_is_given_once() {
+        let ssl = "error:0A000086:SSL routines::certificate verify failed";
+        let native = format!("{ssl} (unable to get local issuer certificate)");
+        let error = layer(
+            "error performing TLS handshake",
+            Some(layer(&native, Some(layer(ssl, None)))),
+        );
+        assert_eq!(
+            chain(&error),
+            format!("error performing TLS handshake: {native}")
+        );
+        assert_eq!(chain(&layer("a", Some(layer("b", None)))), "a: b");
+    }
 }

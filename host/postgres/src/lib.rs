@@ -65,9 +65,30 @@
 //!   `pool_mode = transaction`) hand a session to other clients between
 //!   transactions, which breaks session locks: connect to the server, or to a
 //!   pooler in session mode.
-//! - **TLS** is not built in: `sslmode=disable` and `sslmode=prefer` (which
-//!   then connects without TLS) are accepted, `require` is refused. `PG*`
-//!   environment variables are not read.
+//! - `PG*` environment variables are not read, nor `~/.postgresql/`.
+//!
+//! # TLS
+//!
+//! On the platform's own TLS (native-tls: OpenSSL on Linux, SChannel on
+//! Windows, Security.framework on macOS), with libpq's `sslmode`:
+//!
+//! | `sslmode` | TLS | the server's certificate |
+//! | --- | --- | --- |
+//! | `disable` | never | |
+//! | `prefer` (the default) | if the server offers it | not checked |
+//! | `require` | always | not checked |
+//! | `verify-ca` | always | signed by a trusted root |
+//! | `verify-full` | always | signed by a trusted root, for the host name in the URL |
+//!
+//! The trusted roots are those in `sslrootcert=PATH` (a PEM file) alone, or
+//! else the system's (libpq's default, `~/.postgresql/root.crt`, is not
+//! read; `sslrootcert=system` names the system's explicitly). As in libpq,
+//! `prefer` and `require` check the chain too when `sslrootcert` names a
+//! file, and `sslmode` does nothing on a Unix socket; unlike libpq, a failed
+//! handshake under `prefer` is an error, not a retry without TLS. A refused
+//! certificate fails the connection with one line saying why and what the
+//! mode asked for. Client certificates (`sslcert`, `sslkey`) are not
+//! supported.
 //!
 //! # Keys
 //!
@@ -92,6 +113,7 @@ mod locker;
 mod record;
 mod session;
 mod sql;
+mod tls;
 mod url;
 
 pub use error::Error;

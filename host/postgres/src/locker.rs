@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{Row, Statement};
 
 use crate::error::describe;
 use crate::lock::PgLock;
@@ -120,10 +120,11 @@ impl Builder {
     /// Connects, creating the `lockfile_locks` table if the database has
     /// none. Needs a tokio runtime with I/O and time enabled.
     ///
-    /// Errors: [`Error::InvalidUrl`], [`Error::InvalidNamespace`], and
+    /// Errors: [`Error::InvalidUrl`] (an unknown `sslmode` or an unreadable
+    /// `sslrootcert` file included), [`Error::InvalidNamespace`], and
     /// [`lockfile_core::Error::Io`] (`couldn't connect to '<url>': <why>`)
-    /// when the server cannot be reached, refuses the login, or lacks the
-    /// database.
+    /// when the server cannot be reached, refuses the login, lacks the
+    /// database, or shows a certificate the `sslmode` refuses.
     pub async fn connect(self) -> Result<PgLocker, Error> {
         let url = url::parse(&self.url)?;
         record::check_namespace(&self.namespace)?;
@@ -540,6 +541,27 @@ impl PgLocker {
         inner.put(session);
         Ok(elapsed)
     }
+
+    /// Whether the session the next acquisition will use runs over TLS, as
+    /// the server sees it (`pg_stat_ssl`): for the tests and benchmarks.
+    #[doc(hidden)]
+    pub async fn lock_session_encrypted(&self) -> Result<bool, Error> {
+        let inner = &self.inner;
+        let (session, _) = inner
+            .take_session()
+            .await
+            .map_err(|error| open_error("check TLS on", "", &inner.url, error))?;
+        let row = session
+            .client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|error| Error::db("check TLS on", "", &inner.url.shown, &error))?;
+        inner.put(session);
+        Ok(row.get(0))
+    }
 }
 
 impl Inner {
@@ -630,7 +652,7 @@ impl Drop for InFlight {
             tokio::runtime::Handle::try_current().unwrap_or_else(|_| inner.runtime.clone());
         let cancel = session.client.cancel_token();
         let cleanup = async move {
-            let _ = cancel.cancel_query(NoTls).await;
+            let _ = cancel.cancel_query(inner.url.tls.connector.clone()).await;
             // Runs after the cancelled statement on the same session, so
             // whatever it took is given back before the session is reused.
             let cleared = timeout(
@@ -675,7 +697,8 @@ fn open_error(operation: &'static str, name: &str, url: &DbUrl, error: OpenError
     let detail = match error {
         OpenError::Db(error) => {
             let kind = crate::error::kind(&error);
-            (kind, describe(&error))
+            let why = crate::tls::explain(&error, &url.tls).unwrap_or_else(|| describe(&error));
+            (kind, why)
         }
         OpenError::Old(version) => (
             io::ErrorKind::Unsupported,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use crate::error::describe;
 use crate::sql;
@@ -78,7 +78,7 @@ impl From<tokio_postgres::Error> for OpenError {
 
 impl Session {
     pub async fn open(url: &DbUrl, role: Role) -> Result<Session, OpenError> {
-        let (mut client, connection) = url.config.connect(NoTls).await?;
+        let (mut client, connection) = url.config.connect(url.tls.connector.clone()).await?;
         let (ended_tx, ended) = watch::channel(None);
         let conn = tokio::spawn(async move {
             let reason = match connection.await {

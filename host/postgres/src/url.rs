@@ -5,9 +5,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use tokio_postgres::Config;
-use tokio_postgres::config::{Host, SslMode};
+use tokio_postgres::config::Host;
 
 use crate::Error;
+use crate::tls::{self, Mode, Roots, Tls};
 
 /// How long a TCP connection attempt may take, unless the URL says
 /// (`connect_timeout`): libpq's default is to wait forever.
@@ -29,6 +30,9 @@ pub(crate) const TCP_USER_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub(crate) struct DbUrl {
     pub config: Config,
+    /// TLS as `sslmode` and `sslrootcert` ask (unused under `disable`);
+    /// cancel requests go through it too, as libpq sends them.
+    pub tls: Tls,
     /// The URL without its password, for messages.
     pub shown: String,
 }
@@ -61,31 +65,39 @@ pub(crate) fn parse(url: &str) -> Result<DbUrl, Error> {
         ));
     }
     let shown = redact(url);
-    if let Some(mode) = query_value(url, "sslmode")
-        && mode != "disable"
-        && mode != "prefer"
-    {
-        return Err(invalid(
-            &shown,
-            format!(
-                "sslmode={mode}: this build has no TLS; use sslmode=disable or prefer (prefer connects without TLS)"
-            ),
-        ));
-    }
+    // tokio-postgres knows neither verify-ca and verify-full nor sslrootcert:
+    // they are read here, and the rest of the URL is its.
+    let (url, tls_params) = take_params(url, &["sslmode", "sslrootcert"]);
+    let [mode, roots] = tls_params;
+    let decoded = |key: &str, value: Option<String>| {
+        value
+            .map(|value| {
+                percent_decode(&value).ok_or_else(|| {
+                    invalid(
+                        &shown,
+                        format!("{key}={value}: not valid percent-encoded UTF-8"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let mode = match decoded("sslmode", mode)? {
+        Some(mode) => Mode::parse(&mode).map_err(|reason| invalid(&shown, reason))?,
+        None => Mode::Prefer,
+    };
+    let roots = Roots::parse(decoded("sslrootcert", roots)?);
     let mut config =
-        Config::from_str(url).map_err(|e| invalid(&shown, crate::error::describe(&e)))?;
+        Config::from_str(&url).map_err(|e| invalid(&shown, crate::error::describe(&e)))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
         return Err(invalid(
             &shown,
             "no host: name one (postgres://HOST/DBNAME) or a socket directory (?host=/run/postgresql)".into(),
         ));
     }
-    if config.get_ssl_mode() == SslMode::Require {
-        return Err(invalid(
-            &shown,
-            "sslmode=require: this build has no TLS".into(),
-        ));
-    }
+    let mode = mode_for_hosts(mode, &config).map_err(|reason| invalid(&shown, reason))?;
+    let tls = tls::connector(mode, &roots).map_err(|reason| invalid(&shown, reason))?;
+    config.ssl_mode(tls.ssl_mode);
+    let url = url.as_str();
     let set = query_keys(url);
     let unset = |key: &str| !set.iter().any(|k| k == key);
     if unset("connect_timeout") {
@@ -110,7 +122,81 @@ pub(crate) fn parse(url: &str) -> Result<DbUrl, Error> {
     if unset("application_name") {
         config.application_name("lockfile");
     }
-    Ok(DbUrl { config, shown })
+    Ok(DbUrl { config, tls, shown })
+}
+
+/// `mode`, where the hosts allow TLS. TLS needs the server's host name
+/// (tokio-postgres checks the certificate against it, and will not start
+/// TLS without one): as libpq, `sslmode` does nothing on Unix sockets, and
+/// `prefer` connects without TLS when only addresses (`hostaddr`) are given;
+/// the modes that require TLS then need a host name.
+fn mode_for_hosts(mode: Mode, config: &Config) -> Result<Mode, String> {
+    let named = config.get_hosts().iter().any(|h| matches!(h, Host::Tcp(_)));
+    let addressed = !config.get_hostaddrs().is_empty();
+    if named || mode == Mode::Disable {
+        return Ok(mode);
+    }
+    if !addressed {
+        // Unix sockets only.
+        return Ok(Mode::Disable);
+    }
+    match mode {
+        Mode::Prefer => Ok(Mode::Disable),
+        _ => Err(format!(
+            "sslmode={} needs the server's host name for TLS: give host=NAME beside hostaddr",
+            mode.name()
+        )),
+    }
+}
+
+/// The URL without the query parameters `keys`, and their values as written
+/// (the last one of each, as libpq takes it).
+fn take_params<const N: usize>(url: &str, keys: &[&str; N]) -> (String, [Option<String>; N]) {
+    let mut values = [const { None }; N];
+    let query_at = query_start(url);
+    let Some(query_at) = query_at else {
+        return (url.to_owned(), values);
+    };
+    let mut kept = Vec::new();
+    for pair in url[query_at + 1..].split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => values[i] = Some(value.to_owned()),
+            None => kept.push(pair),
+        }
+    }
+    let mut rest = url[..query_at].to_owned();
+    if !kept.is_empty() {
+        rest.push('?');
+        rest.push_str(&kept.join("&"));
+    }
+    (rest, values)
+}
+
+/// Where the query string starts (its `?`): the first `?` after the
+/// credentials, which end at the first `@` as tokio-postgres reads them.
+fn query_start(url: &str) -> Option<usize> {
+    let after = url.find('@').map_or(0, |at| at + 1);
+    url[after..].find('?').map(|q| after + q)
+}
+
+/// `%XX` escapes decoded, as tokio-postgres decodes parameter values; `None`
+/// for a bad escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The URL without its password: `postgres://user:secret@host/db` becomes
@@ -149,25 +235,12 @@ pub(crate) fn redact(url: &str) -> String {
     shown
 }
 
-/// The value of parameter `key` in the URL's query string, as written.
-fn query_value<'a>(url: &'a str, key: &str) -> Option<&'a str> {
-    let rest = url.split_once('@').map_or(url, |(_, after)| after);
-    let (_, query) = rest.split_once('?')?;
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, value)| value)
-}
-
 /// The parameter names in the URL's query string.
 fn query_keys(url: &str) -> Vec<String> {
-    // The query starts at the first `?` after the credentials.
-    let rest = url.split_once('@').map_or(url, |(_, after)| after);
-    let Some((_, query)) = rest.split_once('?') else {
+    let Some(query_at) = query_start(url) else {
         return Vec::new();
     };
-    query
+    url[query_at + 1..]
         .split('&')
         .filter_map(|pair| pair.split('=').next())
         .map(str::to_owned)
@@ -224,9 +297,78 @@ mod tests {
             "postgresql:///db?host=/run/postgresql&user=u",
             "postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write",
             "postgres://u@localhost/db?sslmode=disable",
+            "postgres://u@localhost/db?sslmode=require",
+            "postgres://u@localhost/db?sslmode=verify-ca",
+            "postgres://u@localhost/db?sslmode=verify-full&sslrootcert=system",
         ] {
             assert!(parse(url).is_ok(), "{url}: {:?}", parse(url).err());
         }
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_for_tokio_postgres() {
+        let (rest, [mode, root]) = take_params(
+            "postgres://u:p?w@h/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fa%20b",
+            &["sslmode", "sslrootcert"],
+        );
+        assert_eq!(rest, "postgres://u:p?w@h/db?application_name=x");
+        assert_eq!(mode.as_deref(), Some("verify-full"));
+        assert_eq!(
+            root.as_deref().and_then(percent_decode).as_deref(),
+            Some("/a b")
+        );
+        let (rest, [mode]) = take_params("postgres://h/db?sslmode=require", &["sslmode"]);
+        assert_eq!(
+            (rest.as_str(), mode.as_deref()),
+            ("postgres://h/db", Some("require"))
+        );
+        let url = parse("postgres://u@localhost/db?sslmode=verify-full").unwrap();
+        assert_eq!(
+            url.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
+        let url = parse("postgres://u@localhost/db").unwrap();
+        assert_eq!(
+            url.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Prefer
+        );
+    }
+
+    #[test]
+    fn tls_only_where_there_is_a_host_name() {
+        use tokio_postgres::config::SslMode;
+        let mode = |url: &str| parse(url).map(|url| url.config.get_ssl_mode());
+        // libpq ignores sslmode on Unix sockets, where the server offers no TLS.
+        assert_eq!(
+            mode("postgresql:///db?host=/run/postgresql&sslmode=verify-full").unwrap(),
+            SslMode::Disable
+        );
+        assert_eq!(
+            mode("postgres:///db?hostaddr=127.0.0.1").unwrap(),
+            SslMode::Disable
+        );
+        assert_eq!(
+            mode("postgres://localhost/db?hostaddr=127.0.0.1&sslmode=verify-full").unwrap(),
+            SslMode::Require
+        );
+        let message = mode("postgres:///db?hostaddr=127.0.0.1&sslmode=require")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.ends_with("sslmode=require needs the server's host name for TLS: give host=NAME beside hostaddr"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_sslmode_is_named_with_the_accepted_ones() {
+        let message = parse("postgres://u@localhost/db?sslmode=allow")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            message,
+            "invalid lock database URL 'postgres://u@localhost/db?sslmode=allow': sslmode=allow is not a mode: use disable, prefer, require, verify-ca or verify-full (libpq's)"
+        );
     }
 
     #[test]
@@ -234,8 +376,9 @@ mod tests {
         for url in [
             "host=localhost password=s3cret",
             "mysql://u:s3cret@host/db",
-            "postgres://u:s3cret@host/db?sslmode=require",
             "postgres://u:s3cret@host/db?sslmode=bogus",
+            "postgres://u:s3cret@host/db?sslmode=verify-full&sslrootcert=%2Fno%2Fsuch.crt",
+            "postgres://u:s3cret@host/db?sslrootcert=%ZZ",
             "postgres://u:s3cret@host:notaport/db",
             "postgres://u:s3cret@/db",
             "postgres://u:s3cret@host/db?nosuchoption=1",

@@ -72,12 +72,12 @@ async fn bad_urls_are_refused_before_connecting() {
             "invalid value for option `port`",
         ),
         (
-            "postgres://u:s3cret@localhost/db?sslmode=verify-full",
-            "sslmode=verify-full: this build has no TLS",
+            "postgres://u:s3cret@localhost/db?sslmode=verify_full",
+            "sslmode=verify_full is not a mode: use disable, prefer, require, verify-ca or verify-full",
         ),
         (
-            "postgres://u:s3cret@localhost/db?sslmode=require",
-            "sslmode=require",
+            "postgres://u:s3cret@localhost/db?sslmode=verify-full&sslrootcert=/nonexistent/root.crt",
+            "sslrootcert=/nonexistent/root.crt: couldn't read it",
         ),
         ("postgres://u:s3cret@localhost/db?bogus=1", "bogus"),
         ("postgres://u:s3cret@/db", "no host"),
