@@ -5,6 +5,9 @@
 #[path = "../../../tests/support/zc_python.rs"]
 mod zc_python;
 
+#[path = "compare/pg.rs"]
+mod pg;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -419,6 +422,7 @@ fn main() -> Result<()> {
     );
 
     // 8: the lock database, when a server is there.
+    pg::measure(&mut rows, if quick { &pg::QUICK } else { &pg::FULL });
 
     if quick {
         // Tiny counts from a debug build say only that every measure runs:
