@@ -76,8 +76,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = LockfileCtx::DEFAULT_MAX_LOCKS)]
     max_locks: u32,
 
-    /// How many lock files the plugin may create in the lock directory (it
-    /// can always lock files that exist); beyond: `not-permitted`.
+    /// How many lock files the plugin may create in the lock directory, or
+    /// with --lock-db new lock names on the database (it can always lock
+    /// those that exist); beyond: `not-permitted`.
     #[arg(long, value_name = "N", default_value_t = LockfileCtx::DEFAULT_MAX_LOCK_FILES)]
     max_lock_files: u32,
 
