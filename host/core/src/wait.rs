@@ -136,12 +136,13 @@ impl WaitSchedule {
 /// [`drain`](Self::drain) it. Elsewhere [`new`](Self::new) fails with
 /// [`io::ErrorKind::Unsupported`] and waits rely on the poll alone.
 ///
-/// Dropping it takes microseconds: it leaves removing the watch and closing
-/// the inotify instance to a background thread (started when the first watch
-/// is created, so a waiter never starts it between a release and its
-/// return), because the kernel's close of an instance that had a watch waits
-/// for an RCU grace period (10-25 ms measured), which would otherwise delay
-/// every handover and block async executors.
+/// Dropping it takes microseconds: it leaves removing the watch to a
+/// background thread (started when the first watch is created, so a waiter
+/// never starts it between a release and its return), and the inotify
+/// instance is kept for the next watch rather than closed: the kernel's close
+/// of an instance that had a watch waits for an RCU grace period (10-25 ms
+/// measured), which would delay handovers and block async executors, and
+/// closes that pile up exhaust the user's inotify instances.
 ///
 /// ```
 /// # let dir = tempfile::tempdir()?;

@@ -267,8 +267,10 @@ mod single_try {
     /// A single try must cost no more than its system calls: no inotify instance.
     /// Checked in a child process of its own (other tests here do wait): it
     /// counts its inotify descriptors, then forbids inotify with seccomp, so that
-    /// even an instance made and closed within a try would kill it. A wait in the
-    /// same setting is killed, which shows the check works.
+    /// even an instance made and closed within a try would kill it. A wait keeps
+    /// its instance for the next one, which reuses it under the filter; a
+    /// second watch at once needs a new instance and is killed, which shows
+    /// the check works.
     #[test]
     fn a_single_try_creates_no_watch() {
         if let Ok(task) = std::env::var(CHILD) {
@@ -307,16 +309,20 @@ mod single_try {
         );
 
         let wait = run("wait");
-        let stdout = text(&wait.stdout);
+        let (stdout, stderr) = (text(&wait.stdout), text(&wait.stderr));
         assert!(
-            stdout.contains("a wait holds one inotify instance, then none"),
-            "{stdout}"
+            stdout.contains("a wait holds one inotify instance, then keeps it without its watch"),
+            "{stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("the next wait reused it"),
+            "{stdout}\n{stderr}"
         );
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(
             wait.status.signal(),
             Some(libc::SIGSYS),
-            "a wait under the seccomp filter must be killed: {}\n{stdout}",
+            "a new instance under the seccomp filter must be killed: {}\n{stdout}",
             wait.status
         );
     }
@@ -352,19 +358,52 @@ mod single_try {
                     let result = waiter.join().unwrap();
                     assert!(matches!(result, Err(Error::TimedOut { .. })));
                 });
-                // Closed in the background: the kernel takes milliseconds.
-                let closed = Instant::now() + LIVENESS;
-                while inotify_instances() > 0 {
-                    assert!(Instant::now() < closed, "the watch is never closed");
+                // Its watch is removed in the background, and the instance kept
+                // for the next wait rather than closed (closing takes the kernel
+                // milliseconds, and piled-up closes exhaust the user's
+                // instances): still one, and once its watch is gone (fdinfo
+                // lists none) a spare.
+                let recycled = Instant::now() + LIVENESS;
+                while watches_in_inotify_instances() > 0 {
+                    assert!(Instant::now() < recycled, "the watch is never removed");
                     thread::sleep(Duration::from_millis(1));
                 }
-                println!("a wait holds one inotify instance, then none");
+                assert_eq!(inotify_instances(), 1);
+                println!("a wait holds one inotify instance, then keeps it without its watch");
                 forbid_inotify().unwrap();
-                let _ = wait_for(path, Duration::from_millis(10));
-                println!("the wait was not killed");
+                // Creating an instance now kills the process: the next wait
+                // must take the spare.
+                let result = wait_for(path, Duration::from_millis(10));
+                assert!(matches!(result, Err(Error::TimedOut { .. })));
+                println!("the next wait reused it");
+                // Two watches at once need a second instance: this is killed,
+                // which shows the filter works.
+                let file = open(path);
+                let _first = ReleaseWatch::new(&file);
+                let _second = ReleaseWatch::new(&file);
+                println!("the second watch was not killed");
             }
             _ => unreachable!("{mode}"),
         }
+    }
+
+    /// How many watches this process's inotify instances have, as
+    /// /proc/self/fdinfo lists them (a line `inotify wd:...` each).
+    fn watches_in_inotify_instances() -> usize {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| {
+                let entry = entry.ok()?;
+                let target = std::fs::read_link(entry.path()).ok()?;
+                (target.as_os_str() == "anon_inode:inotify").then_some(entry.file_name())
+            })
+            .filter_map(|fd| std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd)).ok())
+            .map(|info| {
+                info.lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count()
+            })
+            .sum()
     }
 
     /// This process's inotify instances, as /proc/self/fd shows them.

@@ -78,12 +78,12 @@ pub(crate) const OPEN_NONBLOCK: i32 = libc::O_NONBLOCK;
 /// not happen here (see [`watch::Watch`]); `libc` is already a dependency.
 #[cfg(target_os = "linux")]
 pub(crate) mod watch {
+    use std::collections::VecDeque;
     use std::ffi::CString;
     use std::fs::File;
     use std::io;
     use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-    use std::sync::OnceLock;
-    use std::sync::mpsc::{self, Sender};
+    use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
     use std::time::Duration;
 
     /// The events that mean "someone closed the file": the last close of a
@@ -93,10 +93,17 @@ pub(crate) mod watch {
     /// An inotify instance watching one file for closes.
     ///
     /// Dropping it hands the instance to a background thread that removes the
-    /// watch and closes it: the kernel's close of an inotify instance that had
-    /// a watch waits for the marks' destruction (an SRCU grace period after a
-    /// delayed work item), 10-25 ms on a 2-core VM. In line, that would be
-    /// added to every handover, and would block an async executor thread.
+    /// watch, empties the queue and keeps the instance for the next watch
+    /// (up to [`SPARE_MAX`] spares; beyond, it closes it). Closing is what
+    /// must not happen in line: the kernel's close of an instance that had a
+    /// watch waits for the marks' destruction (an SRCU grace period after a
+    /// delayed work item), 10-25 ms on a 2-core VM, which would be added to
+    /// every handover and would block an async executor thread. Nor may the
+    /// closes pile up: instances waiting to be closed count towards the
+    /// user's `fs.inotify.max_user_instances` (128 by default), and 300 quick
+    /// waits in a row had 119 open at once, so that new watches failed and
+    /// waits fell back to the slow poll (one waiter of eight took 1.8 s).
+    /// Reusing instances needs no close at all.
     #[derive(Debug)]
     pub(crate) struct Watch {
         /// `None` only once dropped.
@@ -113,13 +120,18 @@ pub(crate) mod watch {
     impl Drop for Watch {
         fn drop(&mut self) {
             if let Some(inotify) = self.inotify.take() {
-                close_later(Spent {
+                recycle(Spent {
                     inotify,
                     wd: self.wd,
                 });
             }
         }
     }
+
+    /// How many emptied instances are kept for reuse: as many as a process
+    /// usually has waits at once. Each counts towards the user's
+    /// `max_user_instances` while it waits to be reused.
+    pub(crate) const SPARE_MAX: usize = 8;
 
     /// A watch no longer wanted: its instance and the watch in it.
     struct Spent {
@@ -128,57 +140,132 @@ pub(crate) mod watch {
     }
 
     impl Spent {
-        fn close(self) {
-            // Queues the mark for destruction first, so that the close finds
-            // less left to wait for. Fails harmlessly if the kernel already
-            // removed the watch.
-            // SAFETY: plain call on a descriptor we own.
+        /// Removes the watch and empties the queue (removing queues an
+        /// IN_IGNORED event, and closes may have come meanwhile): the
+        /// instance, fit for the next watch; `None` if it failed (closed).
+        fn empty(self) -> Option<OwnedFd> {
+            // SAFETY: plain call on a descriptor we own. Fails harmlessly if
+            // the kernel already removed the watch (the file was deleted).
             unsafe { libc::inotify_rm_watch(self.inotify.as_raw_fd(), self.wd) };
-            drop(self.inotify);
+            drain_fd(self.inotify.as_fd()).ok()?;
+            Some(self.inotify)
         }
     }
 
-    /// Hands `spent` to the closing thread: even removing the watch takes tens
-    /// of microseconds, which a waiter that has just taken the lock should
-    /// not spend before it returns. Closes it here if that thread could not
-    /// be started.
-    fn close_later(spent: Spent) {
-        if let Some(Err(mpsc::SendError(spent))) = closer().map(|c| c.send(spent)) {
-            spent.close();
-        }
+    /// Spent watches waiting to be emptied, and emptied instances waiting to
+    /// be reused; one background thread empties them.
+    struct Recycler {
+        spent: Mutex<VecDeque<Spent>>,
+        more_spent: Condvar,
+        spares: Mutex<Vec<OwnedFd>>,
     }
 
-    /// The closing thread's queue, the thread started on first use. Called
-    /// when a watch is created, not only when it is dropped: starting a thread
-    /// takes a few hundred microseconds, which must be spent while the waiter
-    /// waits, not between the release it was woken for and its return with
-    /// the lock (measured: it was most of a cross-process handover).
-    fn closer() -> Option<&'static Sender<Spent>> {
-        static CLOSER: OnceLock<Option<Sender<Spent>>> = OnceLock::new();
-        CLOSER
-            .get_or_init(|| {
-                let (sender, receiver) = mpsc::channel::<Spent>();
+    impl Recycler {
+        /// The process's recycler, its thread started on first use. Called when
+        /// a watch is created, not only when one is dropped: starting a thread
+        /// takes a few hundred microseconds, which must be spent while the
+        /// waiter waits, not between the release it was woken for and its
+        /// return with the lock (measured: it was most of a cross-process
+        /// handover). `None` if the thread could not be started.
+        fn get() -> Option<&'static Recycler> {
+            static RECYCLER: OnceLock<Recycler> = OnceLock::new();
+            static STARTED: OnceLock<bool> = OnceLock::new();
+            let recycler = RECYCLER.get_or_init(|| Recycler {
+                spent: Mutex::new(VecDeque::new()),
+                more_spent: Condvar::new(),
+                spares: Mutex::new(Vec::new()),
+            });
+            let started = STARTED.get_or_init(|| {
                 std::thread::Builder::new()
                     .name("lockfile-inotify-close".into())
-                    .spawn(move || {
-                        // Blocked in recv while there is nothing to close. Takes
-                        // whatever piled up while the last close waited: after one
-                        // slow close, the rest of a batch closes quickly.
-                        while let Ok(first) = receiver.recv() {
-                            first.close();
-                            receiver.try_iter().for_each(Spent::close);
-                        }
-                    })
+                    .spawn(move || recycler.run())
                     .inspect_err(
-                        |e| log::debug!(target: "lockfile", "closing watches in line: {e}"),
+                        |e| log::debug!(target: "lockfile", "recycling watches in line: {e}"),
                     )
-                    .ok()
-                    .map(|_| sender)
-            })
-            .as_ref()
+                    .is_ok()
+            });
+            started.then_some(recycler)
+        }
+
+        /// The thread: empties spent watches as they come.
+        fn run(&self) {
+            loop {
+                let spent = {
+                    let mut queue = lock(&self.spent);
+                    loop {
+                        match queue.pop_front() {
+                            Some(spent) => break spent,
+                            None => {
+                                queue = self
+                                    .more_spent
+                                    .wait(queue)
+                                    .unwrap_or_else(PoisonError::into_inner)
+                            }
+                        }
+                    }
+                };
+                if let Some(instance) = spent.empty() {
+                    self.keep(instance);
+                }
+            }
+        }
+
+        /// Queues `spent` for the thread: a waiter that has just taken the
+        /// lock does not spend the tens of microseconds removing a watch
+        /// takes.
+        fn recycle_later(&self, spent: Spent) {
+            lock(&self.spent).push_back(spent);
+            self.more_spent.notify_one();
+        }
+
+        /// Keeps an emptied instance as a spare, or closes it if there are
+        /// enough.
+        fn keep(&self, instance: OwnedFd) {
+            let mut spares = lock(&self.spares);
+            if spares.len() < SPARE_MAX {
+                spares.push(instance);
+            }
+        }
+
+        /// A spare, or else a spent watch's instance emptied here, so that
+        /// watches made faster than the thread empties them reuse instances
+        /// rather than pile up new ones.
+        fn reuse(&self) -> Option<OwnedFd> {
+            if let Some(spare) = lock(&self.spares).pop() {
+                return Some(spare);
+            }
+            let spent = lock(&self.spent).pop_front()?;
+            spent.empty()
+        }
     }
 
-    /// A new non-blocking, close-on-exec inotify instance watching `file`'s
+    fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+        mutex.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Recycles `spent` in the background, or here if there is no thread.
+    fn recycle(spent: Spent) {
+        match Recycler::get() {
+            Some(recycler) => recycler.recycle_later(spent),
+            None => drop(spent.empty()),
+        }
+    }
+
+    /// A reused instance, or a new non-blocking, close-on-exec one.
+    fn instance() -> io::Result<OwnedFd> {
+        if let Some(instance) = Recycler::get().and_then(Recycler::reuse) {
+            return Ok(instance);
+        }
+        // SAFETY: takes no pointers; returns a new descriptor or -1.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a descriptor just created for us alone.
+        Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+    }
+
+    /// An inotify instance (a spare one if there is one) watching `file`'s
     /// inode for closes.
     ///
     /// The watch is added through `/proc/self/fd/<fd>`: `inotify_add_watch`
@@ -188,22 +275,19 @@ pub(crate) mod watch {
     /// (and the caller falls back to polling) without `/proc`, or once the
     /// user's `fs.inotify.max_user_instances` (128 by default) are in use.
     pub(crate) fn watch_closes(file: &File) -> io::Result<Watch> {
-        // SAFETY: takes no pointers; returns a new descriptor or -1.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor just created for us alone.
-        let inotify = unsafe { OwnedFd::from_raw_fd(raw) };
+        let inotify = instance()?;
         let link = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))
             .expect("a formatted number has no NUL");
         // SAFETY: both descriptors are open and `link` is NUL-terminated.
         let wd = unsafe { libc::inotify_add_watch(inotify.as_raw_fd(), link.as_ptr(), CLOSES) };
         if wd < 0 {
-            // Closing an instance that never had a watch is quick.
-            return Err(io::Error::last_os_error());
+            let error = io::Error::last_os_error();
+            // It has no watch and an empty queue: still fit for reuse.
+            if let Some(recycler) = Recycler::get() {
+                recycler.keep(inotify);
+            }
+            return Err(error);
         }
-        closer();
         Ok(Watch {
             inotify: Some(inotify),
             wd,
@@ -239,6 +323,11 @@ pub(crate) mod watch {
 
     /// Reads every pending event without blocking; returns how many there were.
     pub(crate) fn drain(watch: &Watch) -> io::Result<usize> {
+        drain_fd(watch.as_fd())
+    }
+
+    /// [`drain`] for any inotify instance.
+    fn drain_fd(inotify: BorrowedFd<'_>) -> io::Result<usize> {
         /// inotify_event records are read whole and 4-aligned; 4 KiB holds
         /// 256 of the name-less events a watch on a file produces.
         #[repr(C, align(8))]
@@ -247,7 +336,7 @@ pub(crate) mod watch {
         /// The longest name an event can carry, NUL and padding included.
         const NAME_MAX_PADDED: usize = 256;
 
-        let fd = watch.as_fd().as_raw_fd();
+        let fd = inotify.as_raw_fd();
         let mut buffer = Buffer([0; 4096]);
         let mut events = 0;
         loop {
