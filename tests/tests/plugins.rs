@@ -869,3 +869,127 @@ fn a_plugin_exits_with_the_status_it_asks_for() {
     }
     LockFile::lock(d.locks.join("x.lock")).expect("the host released what the plugin held");
 }
+
+/// The lock directory behind the backend boundary (`DirBackend`), as a host
+/// that picks its backend at run time holds it: a plugin cannot tell it from
+/// `LockfileCtx::builder`'s directory, and natives and plugins exclude each
+/// other on the same files with the same records.
+mod dir_backend {
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use lockfile_core::LockBackend;
+    use lockfile_host::DirBackend;
+    use lockfile_tests::run_with;
+
+    use super::*;
+
+    fn on(dir: &Path) -> LockfileCtxBuilder {
+        LockfileCtx::builder_for_backend(Arc::new(DirBackend::open(dir).unwrap()))
+            .plugin_name("lockctl")
+    }
+
+    #[test]
+    fn a_plugin_locks_the_same_files_with_the_same_records() {
+        let d = dirs();
+        let out = run_with(
+            LOCKCTL_COMPONENT,
+            on(&d.locks),
+            None,
+            &[
+                "lock", "a.lock", "{plugin}", "0", "read", "a.lock", "held", "token",
+            ],
+        );
+        assert_eq!(out.status, Ok(0), "{out:?}");
+        assert_eq!(
+            out.lines(),
+            ["locked lockctl", "content lockctl", "held true", "token -"]
+        );
+        assert_eq!(fs::read(d.locks.join("a.lock")).unwrap(), b" lockctl\n");
+
+        let native = LockFile::lock(d.locks.join("b.lock")).unwrap();
+        let out = run_with(
+            LOCKCTL_COMPONENT,
+            on(&d.locks),
+            None,
+            &["lock", "b.lock", "x", "0"],
+        );
+        assert_eq!(
+            out.lines(),
+            [format!(
+                "error Couldn't lock 'b.lock': held by {}",
+                std::process::id()
+            )]
+        );
+        drop(native);
+        // Paths are confined as a plugin's are.
+        let out = run_with(
+            LOCKCTL_COMPONENT,
+            on(&d.locks),
+            None,
+            &["lock", "../x", "x", "0"],
+        );
+        assert!(out.lines()[0].starts_with("error not permitted"), "{out:?}");
+    }
+
+    /// Polls `future` to its end on this thread.
+    fn block_on<T>(mut future: lockfile_core::BackendFuture<T>) -> T {
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            std::thread::park();
+        }
+    }
+
+    #[test]
+    fn a_wait_takes_the_lock_on_release_and_a_dropped_wait_never_takes_it() {
+        let d = dirs();
+        let backend = DirBackend::open(&d.locks).unwrap();
+        let path = d.locks.join("job.lock");
+
+        let held = LockFile::lock(&path).unwrap();
+        let waiting = backend.acquire("job.lock", Some("{waiter}".into()), Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        let lock = block_on(waiting).unwrap();
+        // Braces in the rendered content are written as they are.
+        assert_eq!(fs::read(&path).unwrap(), b" {waiter}\n");
+        assert!(LockFile::lock(&path).is_err());
+        block_on(lock.release()).unwrap();
+
+        // A wait dropped while the lock is held: after the release it must
+        // not take the lock (it would write its record).
+        let held = LockFile::lock(&path).unwrap();
+        let record = fs::read(&path).unwrap();
+        let gave_up = backend.acquire("job.lock", Some("late".into()), Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(50));
+        drop(gave_up);
+        drop(held);
+        // Longer than any wake-up: the waiting thread sees the release,
+        // and must stop without a try.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            record,
+            "the dropped wait took the lock"
+        );
+        // One try when it is held, and the limit of a wait.
+        let _held = LockFile::lock(&path).unwrap();
+        let err = block_on(backend.acquire("job.lock", None, Duration::ZERO)).unwrap_err();
+        assert!(matches!(err, Error::Locked { .. }), "{err:?}");
+        let err =
+            block_on(backend.acquire("job.lock", None, Duration::from_millis(60))).unwrap_err();
+        assert!(matches!(err, Error::TimedOut { .. }), "{err:?}");
+        assert!(block_on(backend.exists("job.lock")).unwrap());
+        assert!(!block_on(backend.exists("never.lock")).unwrap());
+    }
+}

@@ -40,8 +40,9 @@ impl LockfileCtx {
         Self::builder_from(LockDir::Path(lock_dir.into()))
     }
 
-    /// Starts a context whose plugin's locks live in `backend` (a database)
-    /// instead of a lock directory: the plugin's paths are the locks' names,
+    /// Starts a context whose plugin's locks live in `backend` (a database,
+    /// or [`DirBackend`](crate::DirBackend)'s lock files, for hosts that
+    /// choose their backend at run time): the plugin's paths are the locks' names,
     /// under the same path rules, and the plugin cannot tell the difference.
     /// [`max_lock_files`](LockfileCtxBuilder::max_lock_files) bounds the
     /// names it may create there (the backend keeps every name).
@@ -90,10 +91,10 @@ enum LockDir {
 
 /// Where a plugin's locks live.
 ///
-/// A first step towards one backend trait for both: the lock directory is
-/// still served by this crate's own code (confined by cap-std, with its file
-/// budget and its async release watch); every other backend through
-/// [`LockBackend`].
+/// A lock directory given to the builder is served by this crate's code in
+/// line (confined by cap-std, with its file budget, and waits that sleep on
+/// the caller's own thread or runtime); every backend, [`crate::DirBackend`]
+/// (the same lock files behind the trait) included, through [`LockBackend`].
 #[derive(Debug)]
 pub(crate) enum Place {
     Dir(Dir),

@@ -81,10 +81,12 @@ use log as _;
 
 pub mod bindings;
 mod ctx;
+mod dir_backend;
 mod host;
 mod sandbox;
 
 pub use ctx::{LockfileCtx, LockfileCtxBuilder, LockfileCtxView, LockfileView};
+pub use dir_backend::DirBackend;
 pub use host::HostLock;
 
 use wasmtime::component::{HasData, Linker};
