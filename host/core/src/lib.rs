@@ -65,4 +65,6 @@ pub use error::Error;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock, open_for_locking};
 pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
 pub use template::{MAX_RECORD, TemplateError};
-pub use wait::{FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, WaitSchedule};
+pub use wait::{
+    FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, WaitSchedule, sleep_or_watch,
+};

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::{
-    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, content, sys, template,
+    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, content, sleep_or_watch, sys,
+    template,
 };
 
 /// The fields every template may use.
@@ -206,17 +207,7 @@ impl LockOptions {
             let Some(sleep) = schedule.next_sleep() else {
                 return Err(pending.into_error());
             };
-            match &mut watch {
-                Some(releases) => {
-                    if let Err(error) = releases.wait(sleep) {
-                        // Polling from now on, rather than spinning on a
-                        // broken watch.
-                        log::debug!(target: "lockfile", "waits poll: {error}");
-                        watch = None;
-                    }
-                }
-                None => std::thread::sleep(sleep),
-            }
+            sleep_or_watch(&mut watch, sleep);
         }
     }
 

@@ -121,6 +121,22 @@ impl WaitSchedule {
     }
 }
 
+/// Sleeps at most `sleep`, waking early when `watch` sees the lock file
+/// closed; without a watch (none could be made) it just sleeps. A watch that
+/// fails is dropped, so the wait polls from then on rather than spinning on
+/// a broken watch. The step between two tries of every synchronous wait.
+pub fn sleep_or_watch(watch: &mut Option<ReleaseWatch>, sleep: Duration) {
+    match watch {
+        Some(releases) => {
+            if let Err(error) = releases.wait(sleep) {
+                log::debug!(target: "lockfile", "waits poll: {error}");
+                *watch = None;
+            }
+        }
+        None => std::thread::sleep(sleep),
+    }
+}
+
 /// Wakes a waiter when the lock file is closed, which is when holders release.
 ///
 /// Created from the waiter's own open file, *before* its first try: a release

@@ -198,7 +198,8 @@ impl LockfileCtxBuilder {
     }
 }
 
-fn open_dir(path: &Path) -> io::Result<Dir> {
+/// Opens a lock directory; the error names it.
+pub(crate) fn open_dir(path: &Path) -> io::Result<Dir> {
     Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
         io::Error::new(
             e.kind(),

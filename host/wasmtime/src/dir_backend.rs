@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use lockfile_core::{
     Attempt, BackendFuture, BackendLock, Error, LockBackend, LockFile, LockOptions, PendingLock,
-    WaitSchedule,
+    WaitSchedule, sleep_or_watch,
 };
 
+use crate::ctx::open_dir;
 use crate::sandbox::{self, FileBudget};
 
 /// Lock files in one directory, as a [`LockBackend`]: a name is a lock path
@@ -34,14 +34,7 @@ pub struct DirBackend {
 impl DirBackend {
     /// Opens `path`, which must be a directory.
     pub fn open(path: impl AsRef<Path>) -> io::Result<Self> {
-        let path = path.as_ref();
-        let dir = Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("lock directory '{}': {e}", path.display()),
-            )
-        })?;
-        Ok(Self::new(dir))
+        Ok(Self::new(open_dir(path.as_ref())?))
     }
 
     /// Locks beneath a directory the host has already opened.
@@ -149,16 +142,7 @@ impl LockBackend for DirBackend {
                     error.to_string(),
                 ));
             }
-            let file = sandbox::open_for_reading(&self.dir, name).map_err(|source| Error::Io {
-                operation: "open",
-                path: name.into(),
-                source,
-            })?;
-            lockfile_core::read_content_from(&file).map_err(|source| Error::Io {
-                operation: "read",
-                path: name.into(),
-                source,
-            })
+            sandbox::read_record(&self.dir, name).map_err(|error| escape_as_io(name, error))
         };
         Box::pin(std::future::ready(read()))
     }
@@ -202,14 +186,7 @@ fn wait_for(pending: PendingLock, wait: Duration, shared: &Mutex<Waiting>) {
                 Some(sleep) => {
                     pending = held;
                     drop(state);
-                    match &mut watch {
-                        Some(releases) => {
-                            if releases.wait(sleep).is_err() {
-                                watch = None;
-                            }
-                        }
-                        None => std::thread::sleep(sleep),
-                    }
+                    sleep_or_watch(&mut watch, sleep);
                     continue;
                 }
             },

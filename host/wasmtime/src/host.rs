@@ -319,23 +319,9 @@ impl LockfileCtxView<'_> {
                 return block_on(backend.read_content(path)).map_err(Failure::Lock);
             }
         };
-        let file = sandbox::open_for_reading(dir, path).map_err(|e| {
-            Failure::from_core(
-                path,
-                lockfile_core::Error::Io {
-                    operation: "open",
-                    path: path.into(),
-                    source: e,
-                },
-            )
-        })?;
-        lockfile_core::read_content_from(&file).map_err(|e| {
-            Failure::Lock(lockfile_core::Error::Io {
-                operation: "read",
-                path: path.into(),
-                source: e,
-            })
-        })
+        // Only the open can be refused as an escape or by the budget; a read
+        // error is reported as it is, which `from_core` leaves it.
+        sandbox::read_record(dir, path).map_err(|e| Failure::from_core(path, e))
     }
 
     fn lock_mut(&mut self, handle: &Resource<HostLock>) -> wasmtime::Result<&mut HostLock> {

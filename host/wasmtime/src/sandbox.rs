@@ -137,6 +137,18 @@ pub(crate) fn open_for_reading(dir: &Dir, path: &str) -> io::Result<File> {
         .map(cap_std::fs::File::into_std)
 }
 
+/// What the holder of the lock file at `path` beneath `dir` recorded, read
+/// without taking the lock.
+pub(crate) fn read_record(dir: &Dir, path: &str) -> Result<Option<String>, lockfile_core::Error> {
+    let io = |operation, source| lockfile_core::Error::Io {
+        operation,
+        path: path.into(),
+        source,
+    };
+    let file = open_for_reading(dir, path).map_err(|e| io("open", e))?;
+    lockfile_core::read_content_from(&file).map_err(|e| io("read", e))
+}
+
 fn nonblocking(options: &mut OpenOptions) {
     #[cfg(unix)]
     cap_std::fs::OpenOptionsExt::custom_flags(options, libc::O_NONBLOCK);
