@@ -57,11 +57,24 @@ impl<T> Future for OnRuntime<T> {
 }
 
 impl PgLocker {
-    fn on_runtime<T: Send + 'static>(
+    /// Runs `work` on this locker's runtime with its own handle and the lock
+    /// `name`; its error said as a lock file's about `name`.
+    fn on_runtime_named<T, Work>(
         &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> OnRuntime<T> {
-        OnRuntime(self.inner.runtime.spawn(work))
+        name: &str,
+        work: impl FnOnce(PgLocker, String) -> Work,
+    ) -> OnRuntime<Result<T, lockfile_core::Error>>
+    where
+        T: Send + 'static,
+        Work: Future<Output = Result<T, Error>> + Send + 'static,
+    {
+        let name = name.to_owned();
+        let work = work(self.clone(), name.clone());
+        OnRuntime(
+            self.inner
+                .runtime
+                .spawn(async move { work.await.map_err(|error| error.into_core(&name)) }),
+        )
     }
 }
 
@@ -75,13 +88,8 @@ impl LockBackend for PgLocker {
         content: Option<String>,
         wait: Duration,
     ) -> BackendFuture<Result<Box<dyn BackendLock>, lockfile_core::Error>> {
-        let locker = self.clone();
-        let name = name.to_owned();
-        let work = self.on_runtime(async move {
-            locker
-                .acquire(&name, content, wait)
-                .await
-                .map_err(|error| error.into_core(&name))
+        let work = self.on_runtime_named(name, move |locker, name| async move {
+            locker.acquire(&name, content, wait).await
         });
         Box::pin(async move { Ok(Box::new(work.await??) as Box<dyn BackendLock>) })
     }
@@ -90,26 +98,17 @@ impl LockBackend for PgLocker {
         &self,
         name: &str,
     ) -> BackendFuture<Result<Option<String>, lockfile_core::Error>> {
-        let locker = self.clone();
-        let name = name.to_owned();
-        let work = self.on_runtime(async move {
-            locker
-                .read_content(&name)
-                .await
-                .map_err(|error| error.into_core(&name))
+        let work = self.on_runtime_named(name, |locker, name| async move {
+            locker.read_content(&name).await
         });
         Box::pin(async move { work.await? })
     }
 
     fn exists(&self, name: &str) -> BackendFuture<Result<bool, lockfile_core::Error>> {
-        let locker = self.clone();
-        let name = name.to_owned();
-        let work = self.on_runtime(async move {
-            locker
-                .exists(&name)
-                .await
-                .map_err(|error| error.into_core(&name))
-        });
+        let work = self.on_runtime_named(
+            name,
+            |locker, name| async move { locker.exists(&name).await },
+        );
         Box::pin(async move { work.await? })
     }
 }
