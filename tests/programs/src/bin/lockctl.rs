@@ -258,7 +258,10 @@ fn main() {
             "now" => println!("now {}", wall_clock_ns()),
             "taken-at" => println!("now {}", taken_at.expect("taken-at: no lock taken")),
             "released-at" => {
-                println!("now {}", released_at.expect("released-at: nothing released"))
+                println!(
+                    "now {}",
+                    released_at.expect("released-at: nothing released")
+                )
             }
             "sleep" => std::thread::sleep(Duration::from_millis(arg().parse().unwrap())),
             "spin" => {
