@@ -152,17 +152,19 @@ pub fn sleep_or_watch(watch: &mut Option<ReleaseWatch>, sleep: Duration) {
 /// [`drain`](Self::drain) it. Elsewhere [`new`](Self::new) fails with
 /// [`io::ErrorKind::Unsupported`] and waits rely on the poll alone.
 ///
-/// Dropping it takes microseconds and wakes no thread: the inotify instance
-/// is set aside, still watching, for the next watch of the process to empty
-/// and reuse (a background thread, started with the first watch and running
-/// under `SCHED_IDLE`, empties them when several are set aside at once, and
-/// closes those beyond 8 spares). It is not closed in line: the kernel's close
+/// Dropping it takes microseconds: the inotify instance is set aside, still
+/// watching, for the next watch of the process to reuse. A background thread
+/// (started with the first watch, at the lowest priority) is woken only when a
+/// second one is set aside before a watch reuses the first; it empties them and
+/// closes those beyond 8 spares. Nothing is closed in line: the kernel's close
 /// of an instance that had a watch waits for an RCU grace period (10-25 ms
 /// measured), which would delay handovers and block async executors, and
 /// closes that pile up exhaust the user's inotify instances. So a process
-/// keeps up to 8 instances beyond its live watches (more after many waits
-/// end at once, until the thread has run), each counting towards the user's
-/// `fs.inotify.max_user_instances`.
+/// keeps up to 9 instances beyond its live watches (more after many waits end
+/// at once, until the thread has run), each counting towards the user's
+/// `fs.inotify.max_user_instances`. Remove the descriptor from your own
+/// `epoll` set before dropping the watch (tokio's `AsyncFd` does): a
+/// level-triggered registration would stay ready while it is set aside.
 ///
 /// ```
 /// # let dir = tempfile::tempdir()?;

@@ -368,10 +368,15 @@ mod single_try {
                 assert_eq!(inotify_instances(), 1);
                 assert_eq!(watches_in_inotify_instances(), 1);
                 println!("a wait holds one inotify instance, then keeps it for the next");
+                // Another lock file, held here (flock excludes a second open
+                // file description even in the same process).
+                let other = path.with_file_name("other.lock");
+                let _other_held = LockFile::lock(&other).unwrap();
                 forbid_inotify().unwrap();
                 // Creating an instance now kills the process: the next wait
-                // must take the kept one, emptied: one instance, one watch.
-                let result = wait_for(path, Duration::from_millis(10));
+                // must take the kept one, its old watch removed (the other
+                // file's watch is a new one): one instance, one watch.
+                let result = wait_for(&other, Duration::from_millis(10));
                 assert!(matches!(result, Err(Error::TimedOut { .. })));
                 assert_eq!(inotify_instances(), 1);
                 assert_eq!(watches_in_inotify_instances(), 1);

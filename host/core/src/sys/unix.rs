@@ -92,9 +92,10 @@ pub(crate) mod watch {
 
     /// An inotify instance watching one file for closes.
     ///
-    /// Dropping it sets the instance aside for the next watch, which removes
-    /// the old watch and empties the queue in line; when several are set
-    /// aside, a background thread does that and keeps up to [`SPARE_MAX`]
+    /// Dropping it sets the instance aside, still watching, for reuse: a new
+    /// watch takes a spare if there is one, else removes the old watch and
+    /// empties the queue of a set-aside one in line; when more than one is
+    /// set aside, a background thread does that and keeps up to [`SPARE_MAX`]
     /// spares, closing the rest ([`Recycler::recycle_later`]). Closing is what
     /// must not happen in line: the kernel's close of an instance that had a
     /// watch waits for the marks' destruction (an SRCU grace period after a
@@ -133,6 +134,12 @@ pub(crate) mod watch {
     /// usually has waits at once. Each counts towards the user's
     /// `max_user_instances` while it waits to be reused.
     pub(crate) const SPARE_MAX: usize = 8;
+
+    /// How many spent watches may wait, still watching, without the thread
+    /// being woken to empty them: the one a process's last wait leaves. With
+    /// [`SPARE_MAX`] spares, a process keeps at most 9 instances beyond its
+    /// live watches (more after a burst of drops, until the thread has run).
+    const SPENT_UNTOLD: usize = 1;
 
     /// A watch no longer wanted: its instance and the watch in it.
     struct Spent {
@@ -180,7 +187,7 @@ pub(crate) mod watch {
                 std::thread::Builder::new()
                     .name("lockfile-inotify-close".into())
                     .spawn(move || {
-                        run_only_when_idle();
+                        lower_priority();
                         recycler.run()
                     })
                     .inspect_err(
@@ -216,32 +223,30 @@ pub(crate) mod watch {
 
         /// Queues `spent`: a waiter that has just taken the lock does not
         /// spend the tens of microseconds removing a watch takes. Nor does it
-        /// wake the thread for one spent watch: the waker pays for the wake-up
-        /// (on a VM, an interrupt to the other, idle CPU), and that was 20-50 µs
-        /// of a ~100 µs cross-process handover (ftrace, and the benchmark's
-        /// median with and without). One spent watch waits for the next watch
-        /// to be made, which empties it in line while its waiter is about to
-        /// sleep ([`Recycler::reuse`], then [`Recycler::wake_if_spent`]); more
-        /// than one, which only many waits ending together leave, wake the
-        /// thread. Until emptied, its instance may queue the file's close
-        /// events: at most the kernel's `max_queued_events`, identical ones in
-        /// a row merged into one.
+        /// wake the thread for the first spent watch: the waker pays for the
+        /// wake-up (on a VM, an interrupt to the other, idle CPU), and that was
+        /// 20-50 µs of a ~100 µs cross-process handover (ftrace, and the
+        /// benchmark's median with and without). Up to [`SPENT_UNTOLD`] wait
+        /// for a later watch to reuse them ([`Recycler::reuse`]); one more
+        /// (two drops with no watch made in between) wakes the thread. Until
+        /// emptied, an instance may queue its file's close events: at most the
+        /// kernel's `max_queued_events`, identical ones in a row merged.
         fn recycle_later(&self, spent: Spent) {
             let queued = {
                 let mut queue = lock(&self.spent);
                 queue.push_back(spent);
                 queue.len()
             };
-            if queued > 1 {
+            if queued > SPENT_UNTOLD {
                 self.more_spent.notify_one();
             }
         }
 
-        /// Wakes the thread if spent watches are left after a new watch took
-        /// its instance: a waiter calls this before it sleeps, when the
-        /// thread's wake-up costs it nothing.
-        fn wake_if_spent(&self) {
-            if !lock(&self.spent).is_empty() {
+        /// Wakes the thread if more than [`SPENT_UNTOLD`] spent watches are
+        /// left after a new watch took its instance (a spare, when spent ones
+        /// were queued meanwhile).
+        fn wake_if_many_spent(&self) {
+            if lock(&self.spent).len() > SPENT_UNTOLD {
                 self.more_spent.notify_one();
             }
         }
@@ -255,9 +260,9 @@ pub(crate) mod watch {
             }
         }
 
-        /// A spare, or else a spent watch's instance emptied here: the one
+        /// A spare, or else a spent watch's instance emptied here (the one
         /// the last wait set aside, or one of those made faster than the
-        /// thread empties them, which are reused rather than piled up.
+        /// thread empties them), reused rather than piled up.
         fn reuse(&self) -> Option<OwnedFd> {
             if let Some(spare) = lock(&self.spares).pop() {
                 return Some(spare);
@@ -267,19 +272,18 @@ pub(crate) mod watch {
         }
     }
 
-    /// Puts the calling thread in `SCHED_IDLE`: it runs only when its CPU has
-    /// nothing else to do. When it is woken as a waiter returns with the lock
-    /// (several waits ending together), at normal priority it preempted that
-    /// waiter on its own CPU for its whole emptying (~25 µs of a ~90 µs
-    /// cross-process handover, measured with ftrace's sched_switch).
-    /// Its work can always wait: a watch made while the thread is starved
-    /// empties a spent instance itself ([`Recycler::reuse`]), so the number
-    /// of instances stays bounded whether it runs or not. Failure leaves the
-    /// thread at normal priority, which is only slower.
-    fn run_only_when_idle() {
-        // SAFETY: `param` is a valid sched_param; 0 is the calling thread.
-        let param = libc::sched_param { sched_priority: 0 };
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+    /// Gives the calling thread the lowest priority (nice 19; on Linux the
+    /// nice value is per thread). When it is woken as a waiter returns with
+    /// the lock (two spent watches in a row), at normal priority it preempted
+    /// that waiter on its own CPU for its whole emptying (~25 µs of a ~90 µs
+    /// cross-process handover, measured with ftrace's sched_switch); at nice 19
+    /// a woken thread does not preempt a nice-0 one. Not `SCHED_IDLE`: the
+    /// thread takes the mutexes waiters take, and a `SCHED_IDLE` thread
+    /// preempted while holding one can wait far longer on a busy CPU, and the
+    /// waiters with it. Failure leaves it at normal priority, only slower.
+    fn lower_priority() {
+        // SAFETY: plain call; `who` 0 is the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } != 0 {
             log::debug!(
                 target: "lockfile",
                 "recycling thread stays at normal priority: {}",
@@ -305,7 +309,7 @@ pub(crate) mod watch {
         let recycler = Recycler::get();
         let reused = recycler.and_then(Recycler::reuse);
         if let Some(recycler) = recycler {
-            recycler.wake_if_spent();
+            recycler.wake_if_many_spent();
         }
         if let Some(instance) = reused {
             return Ok(instance);
