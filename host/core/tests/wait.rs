@@ -258,7 +258,12 @@ fn a_host_waits_with_the_pending_locks_watch() {
 }
 
 #[cfg(target_os = "linux")]
+#[path = "support/inotify.rs"]
+mod inotify;
+
+#[cfg(target_os = "linux")]
 mod single_try {
+    use super::inotify::{inotify_instances, watches_in_inotify_instances};
     use super::*;
 
     /// Set in the copy of this test binary that `a_single_try_creates_no_watch` runs.
@@ -390,34 +395,6 @@ mod single_try {
             }
             _ => unreachable!("{mode}"),
         }
-    }
-
-    /// How many watches this process's inotify instances have, as
-    /// /proc/self/fdinfo lists them (a line `inotify wd:...` each).
-    fn watches_in_inotify_instances() -> usize {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|entry| {
-                let entry = entry.ok()?;
-                let target = std::fs::read_link(entry.path()).ok()?;
-                (target.as_os_str() == "anon_inode:inotify").then_some(entry.file_name())
-            })
-            .filter_map(|fd| std::fs::read_to_string(Path::new("/proc/self/fdinfo").join(fd)).ok())
-            .map(|info| {
-                info.lines()
-                    .filter(|l| l.starts_with("inotify wd:"))
-                    .count()
-            })
-            .sum()
-    }
-
-    /// This process's inotify instances, as /proc/self/fd shows them.
-    fn inotify_instances() -> usize {
-        std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-            .filter(|target| target.as_os_str() == "anon_inode:inotify")
-            .count()
     }
 
     /// From now on any thread of this process that creates an inotify instance

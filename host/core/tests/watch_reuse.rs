@@ -11,16 +11,11 @@
 
 #![cfg(target_os = "linux")]
 
-use lockfile_core::ReleaseWatch;
+#[path = "support/inotify.rs"]
+mod inotify;
 
-/// How many inotify instances this process has open.
-fn inotify_instances() -> usize {
-    std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy() == "anon_inode:inotify")
-        .count()
-}
+use inotify::inotify_instances;
+use lockfile_core::ReleaseWatch;
 
 #[test]
 fn three_hundred_waits_in_a_row_keep_a_few_instances_open() {
