@@ -1,24 +1,22 @@
 //! Reading what a lock file's holder wrote, without locking.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::Path;
 
 use crate::template::MAX_RECORD;
-use crate::{Error, sys};
+use crate::{Error, open, sys};
 
 /// Reads what the holder wrote into the lock file at `path`, without locking it.
 ///
 /// Returns the first line after zc.lockfile's leading space, or `None` when the
 /// file is empty or holds only the space and newline (a `SimpleLockFile`, or an
 /// empty template). Taking no lock, it never makes a concurrent taker fail.
+/// A symbolic link or a file with several hard links at `path` is refused, as
+/// [`LockOptions::lock`](crate::LockOptions::lock) refuses them.
 pub fn read_content(path: impl AsRef<Path>) -> Result<Option<String>, Error> {
     let path = path.as_ref();
-    let mut options = OpenOptions::new();
-    options.read(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, sys::OPEN_NONBLOCK);
-    let file = options.open(path).map_err(|e| Error::io("open", path, e))?;
+    let file = open::open_for_reading(path).map_err(|e| Error::io("open", path, e))?;
     read_content_from(&file).map_err(|e| Error::io("read", path, e))
 }
 

@@ -55,6 +55,7 @@ mod content;
 mod error;
 mod lock;
 mod lock_path;
+mod open;
 mod sys;
 mod template;
 mod wait;
@@ -62,8 +63,9 @@ mod wait;
 pub use backend::{BackendFuture, BackendLock, LockBackend};
 pub use content::{read_content, read_content_from};
 pub use error::Error;
-pub use lock::{Attempt, LockFile, LockOptions, PendingLock, open_for_locking};
+pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
 pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
+pub use open::{check_links, open_for_locking};
 pub use template::{MAX_RECORD, TemplateError};
 pub use wait::{
     FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, WaitSchedule, sleep_or_watch,

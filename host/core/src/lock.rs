@@ -1,13 +1,13 @@
 use std::borrow::Cow;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::{
-    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, content, sleep_or_watch, sys,
-    template,
+    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, check_links, content,
+    open_for_locking, sleep_or_watch, sys, template,
 };
 
 /// The fields every template may use.
@@ -216,7 +216,8 @@ impl LockOptions {
     /// a confined directory) or wait their own way (asynchronously).
     ///
     /// A bad template is reported before `open` is called, so it never leaves a
-    /// file or a lock behind.
+    /// file or a lock behind. A file with more than one hard link is refused
+    /// here, before it is locked or written ([`check_links`]).
     pub fn prepare(
         &self,
         path: impl Into<PathBuf>,
@@ -224,7 +225,9 @@ impl LockOptions {
     ) -> Result<PendingLock, Error> {
         let path = path.into();
         let record = self.render(&path)?;
-        let file = open().map_err(|e| Error::io("open", &path, e))?;
+        let file = open()
+            .and_then(|file| check_links(&file).map(|()| file))
+            .map_err(|e| Error::io("open", &path, e))?;
         Ok(PendingLock {
             file,
             path,
@@ -306,23 +309,6 @@ fn cut_after(file: &File, len: u64) -> io::Result<()> {
 /// The content inside a record: without the leading space and the newline.
 fn record_content(record: &str) -> &str {
     &record[1..record.len() - 1]
-}
-
-/// Opens a lock file as [`LockOptions::lock`] does, for
-/// [`LockOptions::lock_with`] callers that only want another name in errors.
-///
-/// zc.lockfile opens with `'r+'` and falls back to `'a+'`; read-write-create
-/// without truncation is the same minus the append mode that let it write a
-/// second record. std sets close-on-exec, so children never inherit the lock;
-/// the open never blocks, so a FIFO in the file's place is an error, not a
-/// hang. On Windows std's handles are not inheritable either, and share read,
-/// write and delete, so others can open, read and lock the file meanwhile.
-pub fn open_for_locking(path: &Path) -> io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, sys::OPEN_NONBLOCK);
-    options.open(path)
 }
 
 /// The hostname changes far less often than locks are taken: look it up once.

@@ -145,7 +145,11 @@ pub(crate) fn read_record(dir: &Dir, path: &str) -> Result<Option<String>, lockf
         path: path.into(),
         source,
     };
-    let file = open_for_reading(dir, path).map_err(|e| io("open", e))?;
+    // The link rule of lock files opened by path (one name only), so a hard
+    // link in the directory cannot show another file's first line.
+    let file = open_for_reading(dir, path)
+        .and_then(|file| lockfile_core::check_links(&file).map(|()| file))
+        .map_err(|e| io("open", e))?;
     lockfile_core::read_content_from(&file).map_err(|e| io("read", e))
 }
 

@@ -4,8 +4,9 @@
 //! is here.
 //!
 //! Each platform provides `try_lock`, `unlock`, `write_at_start`,
-//! `read_at_start` and a `watch` module (release notifications, or none);
-//! Unix also `inherit_in_child` and `OPEN_NONBLOCK`.
+//! `read_at_start`, the open flags `no_follow`, `links`,
+//! and a `watch` module (release notifications, or none); Unix also
+//! `inherit_in_child`.
 
 use std::fs::File;
 use std::io;
@@ -24,6 +25,14 @@ pub(crate) use windows::*;
 compile_error!(
     "lockfile-core has Unix and Windows backends only: a new one goes beside them in src/sys/"
 );
+
+/// How an open file is reached: what [`crate::check_links`] refuses.
+pub(crate) struct Links {
+    /// A symbolic link or another reparse point, opened as itself (Windows).
+    pub(crate) reparse_point: bool,
+    /// How many names (hard links) a regular file has; 1 for anything else.
+    pub(crate) names: u64,
+}
 
 /// Says what is wrong when a lock file turns out not to be a regular file (a
 /// FIFO, a socket, a device): the system's own word for it, such as "Illegal

@@ -61,10 +61,27 @@ pub(crate) fn inherit_in_child(file: &File, command: &mut std::process::Command)
     }
 }
 
-/// Added to every open of a lock file: a FIFO put where a lock file should be
-/// would otherwise block an open (for reading, or elsewhere for writing) until
-/// a peer comes. Regular files ignore it.
-pub(crate) const OPEN_NONBLOCK: i32 = libc::O_NONBLOCK;
+/// Sets the flags of every open of a lock file by path: `O_NOFOLLOW`, so a
+/// symbolic link in the file's place fails (ELOOP) instead of being followed;
+/// and `O_NONBLOCK`, because a FIFO put where a lock file should be would
+/// otherwise block an open (for reading, or elsewhere for writing) until a
+/// peer comes. Regular files ignore the latter.
+pub(crate) fn no_follow(options: &mut std::fs::OpenOptions) {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+}
+
+/// How an open file is linked: how many names a regular file has. (Symbolic
+/// links are refused as they are opened.) Other kinds of file count as one
+/// name: a directory's link count says nothing about other names.
+pub(crate) fn links(file: &File) -> io::Result<super::Links> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    Ok(super::Links {
+        reparse_point: false,
+        names: if meta.is_file() { meta.nlink() } else { 1 },
+    })
+}
 
 /// inotify, which tells a waiter when the lock file is closed: every holder we
 /// know releases by closing (zc.lockfile's `close()`, flock(1)'s exit, our own

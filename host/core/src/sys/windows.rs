@@ -21,7 +21,9 @@ use std::os::windows::io::AsRawHandle;
 
 use windows_sys::Win32::Foundation::ERROR_LOCK_VIOLATION;
 use windows_sys::Win32::Storage::FileSystem::{
-    LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY, LockFileEx, UnlockFileEx,
+    BY_HANDLE_FILE_INFORMATION, FILE_ATTRIBUTE_DIRECTORY, FILE_ATTRIBUTE_REPARSE_POINT,
+    FILE_FLAG_OPEN_REPARSE_POINT, GetFileInformationByHandle, LOCKFILE_EXCLUSIVE_LOCK,
+    LOCKFILE_FAIL_IMMEDIATELY, LockFileEx, UnlockFileEx,
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
 
@@ -107,6 +109,35 @@ pub(crate) fn read_at_start(file: &File, buf: &mut [u8]) -> io::Result<usize> {
     }
     *space = b' ';
     Ok(read + 1)
+}
+
+/// Sets the flags of every open of a lock file by path:
+/// `FILE_FLAG_OPEN_REPARSE_POINT`, so a symbolic link (or junction) in the
+/// file's place is opened as itself rather than followed, and [`links`] then
+/// refuses it before anything is written.
+pub(crate) fn no_follow(options: &mut std::fs::OpenOptions) {
+    use std::os::windows::fs::OpenOptionsExt;
+    options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
+}
+
+/// How an open file is linked: whether it is a reparse point (a symbolic
+/// link opened as itself) and how many names a regular file has.
+pub(crate) fn links(file: &File) -> io::Result<super::Links> {
+    // SAFETY: plain data; zeros are a valid value to be overwritten.
+    let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid handle and a structure that outlives the call.
+    if unsafe { GetFileInformationByHandle(file.as_raw_handle(), &mut info) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let directory = info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+    Ok(super::Links {
+        reparse_point: info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0,
+        names: if directory {
+            1
+        } else {
+            info.nNumberOfLinks.into()
+        },
+    })
 }
 
 #[cfg(test)]
