@@ -1,5 +1,6 @@
 //! The `lockfile` command.
 
+mod cache;
 mod compile;
 mod db;
 mod exec;

@@ -16,9 +16,10 @@ use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, 
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
+use crate::cache::CompileCache;
 use crate::exec::parse_duration;
 use crate::exit;
-use crate::plugin::{self, CompileCache};
+use crate::plugin;
 
 /// How often the engine's epoch ticks while `--timeout` runs; plugins that
 /// compute without calling the host yield to the timer this often.
@@ -99,7 +100,9 @@ pub struct RunArgs {
     #[arg(long = "dir", value_name = "HOST::GUEST", value_parser = parse_dir)]
     dirs: Vec<(PathBuf, String)>,
 
-    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/lockfile].
+    /// Where compiled plugins are cached [default: $XDG_CACHE_HOME/lockfile]: a
+    /// directory of yours that no one else can write (see the README); none on
+    /// Windows.
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<PathBuf>,
 
