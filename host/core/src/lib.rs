@@ -31,6 +31,9 @@
 //!   leave two records in the file;
 //! - files are opened close-on-exec, and only the process that took a lock
 //!   unlocks it, so a forked child cannot release its parent's lock;
+//! - a symbolic link or a second hard link in the lock file's place is
+//!   refused, not followed ([`open_for_locking`], [`check_links`]), so no one
+//!   who can write the directory can aim the record at another file;
 //! - it can wait for the lock ([`LockOptions::wait`]), as yg.lockfile does,
 //!   without ever deleting the file, and without polling it every few
 //!   milliseconds: on Linux a waiter sleeps until the file is closed
