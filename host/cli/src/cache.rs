@@ -33,8 +33,10 @@ pub enum CacheError {
     /// A directory or entry someone else could have written: never loaded.
     Untrusted(String),
     /// The cache cannot be used (a missing parent, a full disk, no
-    /// permission, no cache on this system).
+    /// permission).
     Unusable(String),
+    /// There is no cache on this system (Windows).
+    Unsupported,
 }
 
 impl fmt::Display for CacheError {
@@ -42,6 +44,11 @@ impl fmt::Display for CacheError {
         match self {
             Self::Untrusted(why) => write!(f, "not trusting the compile cache: {why}"),
             Self::Unusable(why) => write!(f, "the compile cache is unusable: {why}"),
+            Self::Unsupported => write!(
+                f,
+                "the compile cache is not used on Windows, where its owner and permissions \
+                 are not checked: plugins are compiled as they start"
+            ),
         }
     }
 }
@@ -321,11 +328,7 @@ mod sys {
     pub(super) type File = Infallible;
 
     pub(super) fn open_dir(_: &Path, _: bool) -> Result<Option<Dir>, CacheError> {
-        Err(CacheError::Unusable(
-            "it is not used on Windows, where its owner and permissions are not checked: \
-             plugins are compiled as they start"
-                .into(),
-        ))
+        Err(CacheError::Unsupported)
     }
 
     pub(super) fn open_entry(dir: &Dir, _: &str, _: &Path) -> Result<Option<File>, CacheError> {

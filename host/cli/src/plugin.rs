@@ -72,6 +72,11 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Resul
             );
             true
         }
+        // Said to those who ask (-v): `--cache-dir` on Windows is no fault.
+        Err(error @ CacheError::Unsupported) => {
+            log::info!("{error}");
+            false
+        }
         Err(error) => {
             log::warn!("running uncached: {error}");
             false
