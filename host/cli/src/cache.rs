@@ -36,6 +36,7 @@ pub enum CacheError {
     /// permission).
     Unusable(String),
     /// There is no cache on this system (Windows).
+    #[cfg(not(unix))]
     Unsupported,
 }
 
@@ -44,6 +45,7 @@ impl fmt::Display for CacheError {
         match self {
             Self::Untrusted(why) => write!(f, "not trusting the compile cache: {why}"),
             Self::Unusable(why) => write!(f, "the compile cache is unusable: {why}"),
+            #[cfg(not(unix))]
             Self::Unsupported => write!(
                 f,
                 "the compile cache is not used on Windows, where its owner and permissions \

@@ -73,6 +73,7 @@ pub fn load(engine: &Engine, path: &Path, cache: Option<&CompileCache>) -> Resul
             true
         }
         // Said to those who ask (-v): `--cache-dir` on Windows is no fault.
+        #[cfg(not(unix))]
         Err(error @ CacheError::Unsupported) => {
             log::info!("{error}");
             false
