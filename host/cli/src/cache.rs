@@ -13,11 +13,16 @@
 //! made 0700, entries 0600 through a temporary file and a rename.
 //!
 //! On Windows the cache is not used: ownership and ACLs are not checked there.
+//! Every lookup and store there is [`CacheError::Unsupported`], so the rest of
+//! this module is unused on Windows.
+#![cfg_attr(not(unix), allow(dead_code))]
 
 use std::fmt;
+#[cfg(unix)]
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
+#[cfg(unix)]
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -82,7 +87,10 @@ impl CompileCache {
     pub fn new(dir: PathBuf) -> Self {
         Self { dir }
     }
+}
 
+#[cfg(unix)]
+impl CompileCache {
     /// The entry's file name: SHA-256 of the engine's compatibility hash and
     /// the component's bytes.
     fn entry_name(engine: &Engine, component: &[u8]) -> String {
@@ -135,8 +143,10 @@ impl CompileCache {
 }
 
 /// Feeds `Hash` output into SHA-256, for the engine's compatibility hash.
+#[cfg(unix)]
 struct Sha256Hasher(Sha256);
 
+#[cfg(unix)]
 impl Hasher for Sha256Hasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
@@ -315,33 +325,14 @@ mod sys {
     }
 }
 
+/// No cache on Windows: owners and ACLs are not checked there.
 #[cfg(not(unix))]
-mod sys {
-    use std::convert::Infallible;
-    use std::path::Path;
-
-    use wasmtime::Engine;
-    use wasmtime::component::Component;
-
-    use super::CacheError;
-
-    /// No cache directory is ever opened here.
-    pub(super) type Dir = Infallible;
-    pub(super) type File = Infallible;
-
-    pub(super) fn open_dir(_: &Path, _: bool) -> Result<Option<Dir>, CacheError> {
+impl CompileCache {
+    pub fn load(&self, _: &Engine, _: &[u8]) -> Result<Lookup, CacheError> {
         Err(CacheError::Unsupported)
     }
 
-    pub(super) fn open_entry(dir: &Dir, _: &str, _: &Path) -> Result<Option<File>, CacheError> {
-        match *dir {}
-    }
-
-    pub(super) unsafe fn deserialize(_: &Engine, entry: File) -> anyhow::Result<Component> {
-        match entry {}
-    }
-
-    pub(super) fn write_entry(dir: &Dir, _: &str, _: &Path, _: &[u8]) -> Result<(), CacheError> {
-        match *dir {}
+    pub fn store(&self, _: &Engine, _: &[u8], _: &[u8]) -> Result<PathBuf, CacheError> {
+        Err(CacheError::Unsupported)
     }
 }
