@@ -1,12 +1,7 @@
-//! `--lock-db`: locks on PostgreSQL advisory locks instead of lock files, for
-//! `exec`, `inspect` and `run`.
+//! `--lock-db`: the flags that put locks on PostgreSQL advisory locks instead
+//! of lock files, for `exec`, `inspect` and `run` (see `locks`).
 
 use std::path::Path;
-use std::process::ExitCode;
-
-use lockfile_postgres::PgLocker;
-
-use crate::exit;
 
 /// The environment variable that gives `--lock-db` its default.
 pub const LOCK_DB_ENV: &str = "LOCKFILE_DB";
@@ -67,79 +62,6 @@ impl DbArgs {
             )
         })
     }
-}
-
-/// The runtime the database's sessions live on: one worker thread of its
-/// own, so that held locks are checked (heartbeats, loss) whatever the main
-/// thread does, a plugin that computes or a wait for a command included.
-pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("lockfile-db")
-        .enable_all()
-        .build()
-        .map_err(|error| {
-            eprintln!("lockfile: couldn't start the lock database's runtime: {error}");
-            ExitCode::from(exit::SOFTWARE)
-        })
-}
-
-/// Connects to `url`, printing why not on one line (64 for a bad URL or
-/// namespace, 74 for a server that cannot be reached, refuses the login or
-/// lacks the database).
-pub fn connect(
-    runtime: &tokio::runtime::Runtime,
-    url: &str,
-    namespace: &str,
-) -> Result<PgLocker, ExitCode> {
-    runtime
-        .block_on(PgLocker::connect(url, namespace))
-        .map_err(|error| exit::db_error(&error))
-}
-
-/// Checks a lock name before anything is connected: the lock path rules.
-pub fn check_name(name: &std::path::Path) -> Result<&str, ExitCode> {
-    let Some(text) = name.to_str() else {
-        eprintln!("lockfile: lock name {name:?} is not UTF-8");
-        return Err(ExitCode::from(exit::USAGE));
-    };
-    lockfile_core::check_lock_path(text).map_err(|error| {
-        eprintln!("lockfile: {error}");
-        ExitCode::from(exit::USAGE)
-    })?;
-    Ok(text)
-}
-
-/// `lockfile inspect --lock-db URL NAME`: the holder's record, whether a
-/// session holds the lock now (and which server process), and the last
-/// fencing token, without taking the lock.
-pub fn inspect(db: &DbArgs, url: &str, name: &std::path::Path) -> ExitCode {
-    let name = match check_name(name) {
-        Ok(name) => name,
-        Err(code) => return code,
-    };
-    let runtime = match runtime() {
-        Ok(runtime) => runtime,
-        Err(code) => return code,
-    };
-    let locker = match connect(&runtime, url, db.namespace()) {
-        Ok(locker) => locker,
-        Err(code) => return code,
-    };
-    let found = match runtime.block_on(locker.inspect(name)) {
-        Ok(found) => found,
-        Err(error) => return exit::db_error(&error),
-    };
-    println!("content: {}", found.content.as_deref().unwrap_or("(none)"));
-    match (found.locked, found.holder_pid) {
-        (true, Some(pid)) => println!("locked: yes (backend pid {pid})"),
-        (true, None) => println!("locked: yes"),
-        (false, _) => println!("locked: no"),
-    }
-    if let Some(token) = found.token {
-        println!("token: {token}");
-    }
-    ExitCode::SUCCESS
 }
 
 #[cfg(test)]

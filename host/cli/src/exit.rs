@@ -42,19 +42,56 @@ pub fn lock_error_status(error: &Error) -> u8 {
         Error::Locked { .. } | Error::TimedOut { .. } => TEMPFAIL,
         Error::InvalidTemplate(_) => USAGE,
         Error::Io { .. } => IOERR,
+        Error::Lost { .. } => LOCK_LOST,
     }
 }
 
-/// Prints a lock error and returns its status: contention exactly as
-/// zc.lockfile words it, anything else after the command's name.
-pub fn lock_error(error: &Error) -> ExitCode {
-    let status = lock_error_status(error);
-    if status == TEMPFAIL {
-        eprintln!("{error}");
-    } else {
-        eprintln!("lockfile: {error}");
+/// Why a command failed, with the status it exits with: the one error type
+/// of the command line, printed once, by [`Failure::report`].
+#[derive(Debug)]
+pub struct Failure {
+    pub error: anyhow::Error,
+    pub status: u8,
+}
+
+impl Failure {
+    pub fn new(status: u8, error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            error: error.into(),
+            status,
+        }
     }
-    ExitCode::from(status)
+
+    /// A lock error, with its status. The core error's message already ends
+    /// with the system's reason: it is kept as a message, not chained as a
+    /// source, which would print that reason twice.
+    pub fn lock(error: &Error) -> Self {
+        Self::new(lock_error_status(error), anyhow::anyhow!("{error}"))
+    }
+
+    /// Prints the failure on one line and returns its status: contention
+    /// exactly as zc.lockfile words it (`Couldn't lock ...`), anything else
+    /// after the command's name.
+    pub fn report(self) -> ExitCode {
+        let line = format!("{:#}", self.error).replace(['\n', '\r'], " ");
+        if self.status == TEMPFAIL {
+            eprintln!("{line}");
+        } else {
+            eprintln!("lockfile: {line}");
+        }
+        ExitCode::from(self.status)
+    }
+}
+
+/// Gives an error its exit status: `.status(exit::USAGE)?`.
+pub trait Status<T> {
+    fn status(self, status: u8) -> Result<T, Failure>;
+}
+
+impl<T, E: Into<anyhow::Error>> Status<T> for Result<T, E> {
+    fn status(self, status: u8) -> Result<T, Failure> {
+        self.map_err(|error| Failure::new(status, error))
+    }
 }
 
 /// The status for an error of the lock database (`--lock-db`): the same as a
@@ -69,16 +106,8 @@ pub fn db_error_status(error: &lockfile_postgres::Error) -> u8 {
     }
 }
 
-/// Prints an error of the lock database on one line and returns its status:
-/// contention exactly as zc.lockfile words it, anything else after the
-/// command's name. No message shows the URL's password.
-pub fn db_error(error: &lockfile_postgres::Error) -> ExitCode {
-    let status = db_error_status(error);
-    let line = error.to_string().replace(['\n', '\r'], " ");
-    if status == TEMPFAIL {
-        eprintln!("{line}");
-    } else {
-        eprintln!("lockfile: {line}");
-    }
-    ExitCode::from(status)
+/// An error of the lock database, with its status; no message shows the
+/// URL's password.
+pub fn db_failure(error: &lockfile_postgres::Error) -> Failure {
+    Failure::new(db_error_status(error), anyhow::anyhow!("{error}"))
 }

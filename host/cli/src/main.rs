@@ -6,6 +6,7 @@ mod db;
 mod exec;
 mod exit;
 mod inspect;
+mod locks;
 mod plugin;
 mod run;
 

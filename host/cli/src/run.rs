@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use bytesize::ByteSize;
-use lockfile_core::{LockBackend, LockFile, LockOptions};
+use lockfile_core::{BackendLock, LockBackend, LockOptions};
 use lockfile_host::{LockfileCtx, LockfileCtxView, LockfileView};
-use lockfile_postgres::{PgLock, PgLocker};
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{Engine, ResourceLimiter, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::bindings::{Command, CommandPre};
@@ -18,7 +17,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::cache::CompileCache;
 use crate::exec::parse_duration;
-use crate::exit;
+use crate::exit::{self, Failure, Status};
+use crate::locks::Locks;
 use crate::plugin;
 
 /// How often the engine's epoch ticks while `--timeout` runs; plugins that
@@ -204,30 +204,7 @@ impl ResourceLimiter for MemoryLimit {
 pub fn run(args: RunArgs) -> ExitCode {
     match run_plugin(args) {
         Ok(code) => code,
-        // Contention reads exactly like zc.lockfile's LockError, as in `exec`.
-        Err(failure) if failure.status == exit::TEMPFAIL => {
-            eprintln!("{:#}", failure.error);
-            ExitCode::from(failure.status)
-        }
-        Err(failure) => {
-            eprintln!("lockfile: {:#}", failure.error);
-            ExitCode::from(failure.status)
-        }
-    }
-}
-
-struct Failure {
-    error: anyhow::Error,
-    status: u8,
-}
-
-trait Status<T> {
-    fn status(self, status: u8) -> Result<T, Failure>;
-}
-
-impl<T> Status<T> for Result<T> {
-    fn status(self, status: u8) -> Result<T, Failure> {
-        self.map_err(|error| Failure { error, status })
+        Err(failure) => failure.report(),
     }
 }
 
@@ -253,25 +230,24 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     let pre = instantiate_pre(&engine, &component, &args.plugin).status(exit::BAD_PLUGIN)?;
     log::debug!("plugin linked");
     check_dirs(&args.dirs).status(exit::USAGE)?;
-    let db = match args.db.url() {
-        Some(url) => {
-            let namespace = args
-                .db
-                .namespace_beside(args.lock_dir.as_deref())
-                .map_err(anyhow::Error::msg)
-                .status(exit::USAGE)?;
-            Some(Db::connect(&url, &namespace)?)
-        }
-        None => None,
+    let on_db = args.db.url().is_some();
+    let namespace = if on_db {
+        args.db
+            .namespace_beside(args.lock_dir.as_deref())
+            .map_err(anyhow::Error::msg)
+            .status(exit::USAGE)?
+    } else {
+        String::new()
     };
-    if db.is_none() {
+    let locks = Locks::open(&args.db, &namespace, Some(args.lock_dir()))?;
+    if !on_db {
         // Created only once the plugin is known to be runnable and every flag
         // is good: bad input changes nothing.
         create_lock_dir(args.lock_dir()).status(exit::IOERR)?;
     }
-    let backend = db
-        .as_ref()
-        .map(|db| Arc::new(db.locker.clone()) as Arc<dyn LockBackend>);
+    // A plugin's lock files are served by lockfile-host's lock directory
+    // (confined, with its file budget); a database through its backend.
+    let backend = on_db.then(|| locks.backend());
     // The plugin's runtime, with I/O so that its lock waits watch for the
     // release on this thread rather than through a reactor thread.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -284,18 +260,11 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
         new_store(&engine, &args, &name, backend, runtime.handle()).status(exit::USAGE)?;
 
     // Taken after every check above, so a bad plugin never holds it.
-    let (_singleton, lost) = match (&args.singleton, &db) {
-        (Some(lock), None) => (
-            Some(Singleton::File(take_singleton(&args, lock, &name)?)),
-            None,
-        ),
-        (Some(lock), Some(db)) => {
-            let held = db.take_singleton(&args, lock, &name)?;
-            let lost = held.lost_notify();
-            (Some(Singleton::Db(held)), Some((lock.clone(), lost)))
-        }
-        (None, _) => (None, None),
+    let singleton = match &args.singleton {
+        Some(lock) => Some(take_singleton(&args, &locks, lock, &name)?),
+        None => None,
     };
+    let lost = (args.singleton.as_ref()).zip(singleton.as_ref().and_then(|held| held.lost()));
 
     let _ticker = args.timeout.map(|_| EpochTicker::start(&engine));
     let outcome = runtime.block_on(async {
@@ -321,33 +290,34 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     });
     // Dropping the store releases every lock the plugin still holds.
     drop(store);
+    drop(singleton);
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err((lock, reason)) => {
-            return Err(Failure {
-                error: anyhow::anyhow!(
+            return Err(Failure::new(
+                exit::LOCK_LOST,
+                anyhow::anyhow!(
                     "lost the --singleton lock on '{lock}' while the plugin ran: {reason}; the plugin was stopped"
                 ),
-                status: exit::LOCK_LOST,
-            });
+            ));
         }
     };
     match outcome {
-        None => Err(Failure {
-            error: anyhow::anyhow!(
+        None => Err(Failure::new(
+            exit::TIMED_OUT,
+            anyhow::anyhow!(
                 "plugin stopped: --timeout {} exceeded",
                 humantime::format_duration(args.timeout.unwrap_or_default())
             ),
-            status: exit::TIMED_OUT,
-        }),
+        )),
         Some(Ok(Ok(()))) => Ok(ExitCode::SUCCESS),
         Some(Ok(Err(()))) => Ok(ExitCode::FAILURE),
         Some(Err(error)) => match error.downcast_ref::<I32Exit>() {
             Some(I32Exit(code)) => Ok(ExitCode::from(*code as u8)),
-            None => Err(Failure {
-                error: anyhow::Error::from(error).context("plugin trapped"),
-                status: exit::TRAPPED,
-            }),
+            None => Err(Failure::new(
+                exit::TRAPPED,
+                anyhow::Error::from(error).context("plugin trapped"),
+            )),
         },
     }
 }
@@ -394,82 +364,26 @@ fn check_lock_name(lock: &str) -> Result<()> {
     Ok(())
 }
 
-fn take_singleton(args: &RunArgs, lock: &str, name: &str) -> Result<LockFile, Failure> {
-    let path = args.lock_dir().join(lock);
-    LockOptions::new()
+/// Takes the --singleton lock, held for the whole run, where `locks` are.
+fn take_singleton(
+    args: &RunArgs,
+    locks: &Locks,
+    lock: &str,
+    name: &str,
+) -> Result<Box<dyn BackendLock>, Failure> {
+    let singleton = |failure: Failure| match failure.status {
+        exit::TEMPFAIL => failure,
+        status => Failure::new(status, failure.error.context("--singleton")),
+    };
+    let content = LockOptions::new()
         .content_template(&args.content_template)
         .field("plugin", name)
-        .wait(args.wait.unwrap_or_default())
-        .log_failures(args.log_failures)
-        .lock_with(lock, || lockfile_core::open_for_locking(&path))
-        .map_err(|error| {
-            let status = exit::lock_error_status(&error);
-            // The core error's message already ends with the system's reason:
-            // chaining it as a source would print that reason twice.
-            let error = match error {
-                lockfile_core::Error::Locked { .. } | lockfile_core::Error::TimedOut { .. } => {
-                    anyhow::anyhow!("{error}")
-                }
-                other => anyhow::anyhow!("--singleton: {other}"),
-            };
-            Failure { error, status }
-        })
-}
-
-/// The --singleton lock, held for the whole run.
-enum Singleton {
-    File(#[allow(dead_code)] LockFile),
-    Db(#[allow(dead_code)] PgLock),
-}
-
-/// The lock database of `--lock-db`, and the runtime its sessions live on
-/// (dropped after every lock: declared before the store and the singleton).
-struct Db {
-    runtime: tokio::runtime::Runtime,
-    locker: PgLocker,
-}
-
-impl Db {
-    fn connect(url: &str, namespace: &str) -> Result<Self, Failure> {
-        let runtime = crate::db::runtime().map_err(|_| Failure {
-            error: anyhow::anyhow!("couldn't start the lock database's runtime"),
-            status: exit::SOFTWARE,
-        })?;
-        let locker = runtime
-            .block_on(PgLocker::connect(url, namespace))
-            .map_err(db_failure)?;
-        Ok(Db { runtime, locker })
-    }
-
-    fn take_singleton(&self, args: &RunArgs, lock: &str, name: &str) -> Result<PgLock, Failure> {
-        let content = LockOptions::new()
-            .content_template(&args.content_template)
-            .field("plugin", name)
-            .render_content(lock)
-            .map_err(|error| Failure {
-                status: exit::lock_error_status(&error),
-                error: anyhow::anyhow!("--singleton: {error}"),
-            })?;
-        let wait = args.wait.unwrap_or_default();
-        self.runtime
-            .block_on(self.locker.acquire(lock, content, wait))
-            .map_err(|error| {
-                if args.log_failures && error.holder().is_some() {
-                    log::error!(
-                        "Error locking file {lock}; pid={}",
-                        error.holder().unwrap_or("UNKNOWN")
-                    );
-                }
-                db_failure(error)
-            })
-    }
-}
-
-fn db_failure(error: lockfile_postgres::Error) -> Failure {
-    Failure {
-        status: exit::db_error_status(&error),
-        error: anyhow::anyhow!("{}", error.to_string().replace(['\n', '\r'], " ")),
-    }
+        .render_content(lock)
+        .map_err(|error| singleton(Failure::lock(&error)))?;
+    let wait = args.wait.unwrap_or_default();
+    locks
+        .acquire(lock, content, wait, args.log_failures)
+        .map_err(singleton)
 }
 
 fn instantiate_pre(

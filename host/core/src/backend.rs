@@ -1,5 +1,9 @@
 //! The lock backend boundary: what a host (the wasmtime glue, the CLI) asks of
-//! a place where locks live other than a lock directory, such as a database.
+//! a place where locks live: lock files ([`FileBackend`](crate::FileBackend)),
+//! a database, the next engine. Everything a caller needs goes through it:
+//! taking a lock with one try or a wait, reading and inspecting it without
+//! the lock, learning that a held lock was lost, and handing a lock to a
+//! spawned command where the backend can.
 //!
 //! Templates and the record rules stay with the caller
 //! ([`LockOptions::render_content`](crate::LockOptions::render_content)):
@@ -10,6 +14,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::Error;
@@ -19,7 +25,7 @@ use crate::Error;
 /// runs none.
 pub type BackendFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
-/// Where locks live, when not in a lock directory.
+/// Where locks live.
 ///
 /// Every future it returns makes progress without being polled by a
 /// particular runtime (the backend runs the work on its own), so a
@@ -38,9 +44,25 @@ pub trait LockBackend: Send + Sync + fmt::Debug {
         wait: Duration,
     ) -> BackendFuture<Result<Box<dyn BackendLock>, Error>>;
 
+    /// [`acquire`](Self::acquire), blocking the calling thread until it is
+    /// done: for synchronous hosts. Backends that can wait on the calling
+    /// thread itself (lock files) override it, so a wait costs no thread.
+    fn acquire_blocking(
+        &self,
+        name: &str,
+        content: Option<String>,
+        wait: Duration,
+    ) -> Result<Box<dyn BackendLock>, Error> {
+        block_on(self.acquire(name, content, wait))
+    }
+
     /// What the holder of `name` recorded (or the last holder), without
     /// taking the lock.
     fn read_content(&self, name: &str) -> BackendFuture<Result<Option<String>, Error>>;
+
+    /// The record, whether the lock is held now (and by whom, if the backend
+    /// can tell), and the last fencing token, without taking the lock.
+    fn inspect(&self, name: &str) -> BackendFuture<Result<Inspection, Error>>;
 
     /// Whether `name` exists in the backend: [`acquire`](Self::acquire)
     /// creates a missing name, and names are kept for good (as lock files
@@ -64,4 +86,70 @@ pub trait BackendLock: Send + Sync + fmt::Debug {
     /// Releases the lock; `Err` if it had been lost meanwhile (it is free
     /// either way).
     fn release(self: Box<Self>) -> BackendFuture<Result<(), Error>>;
+
+    /// A future that completes, with the reason, if the lock is lost while
+    /// held; `None` for locks that cannot be lost (a lock file's lasts as
+    /// long as its descriptor).
+    fn lost(&self) -> Option<BackendFuture<String>> {
+        None
+    }
+
+    /// Lets the process `command` spawns hold the lock too, as flock(1)'s
+    /// command holds its lock file: `true` if it will, and the lock then
+    /// stays held while that process (or anything it starts that keeps the
+    /// lock) runs, even if this one dies. `false` where the lock belongs to
+    /// this process alone (a database session; any lock on Windows): the
+    /// caller must then tie the command's life to its own.
+    fn share_with(&mut self, command: &mut std::process::Command) -> bool {
+        let _ = command;
+        false
+    }
+}
+
+/// What [`LockBackend::inspect`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspection {
+    /// The holder's record, or the last holder's; `None` if there is none.
+    pub content: Option<String>,
+    /// Whether the lock is held now.
+    pub locked: Locked,
+    /// The last fencing token issued for the name, if the backend issues them
+    /// and the name was ever locked.
+    pub token: Option<u64>,
+}
+
+/// Whether a lock is held, as far as the backend can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Locked {
+    /// Held, by the holder described if the backend can tell (`pid 4242`,
+    /// `backend pid 4242`).
+    Yes(Option<String>),
+    /// Free.
+    No,
+    /// The backend cannot tell (lock files on systems without a lock table
+    /// to read).
+    Unknown,
+}
+
+/// Runs `future` to completion on the calling thread, which sleeps between
+/// polls: for synchronous callers of a [`LockBackend`], whose futures make
+/// progress on their own (see the trait's docs).
+pub fn block_on<T>(mut future: BackendFuture<T>) -> T {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
 }

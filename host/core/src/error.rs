@@ -26,6 +26,15 @@ pub enum Error {
         /// How long the caller waited.
         waited: Duration,
     },
+    /// A lock that can be lost (a database session's) was lost while held:
+    /// another process may hold it now. Lock files are never lost.
+    #[error("lost the lock on '{}': {reason}", path.display())]
+    Lost {
+        /// The lock's name.
+        path: PathBuf,
+        /// Why: the session ended, the server restarted, the network dropped.
+        reason: String,
+    },
     /// The content template is malformed; nothing was opened or created.
     #[error(transparent)]
     InvalidTemplate(#[from] TemplateError),
@@ -49,6 +58,20 @@ impl Error {
         match self {
             Self::Locked { holder, .. } | Self::TimedOut { holder, .. } => holder.as_deref(),
             _ => None,
+        }
+    }
+
+    /// Logs this failure at ERROR as exclusive_control does, if it is
+    /// contention: `Error locking file <path>; pid=<holder>` (`UNKNOWN`
+    /// without a record). Every failure log line is this one.
+    pub fn log_failure(&self) {
+        if let Self::Locked { path, holder } | Self::TimedOut { path, holder, .. } = self {
+            log::error!(
+                target: "lockfile",
+                "Error locking file {}; pid={}",
+                path.display(),
+                holder.as_deref().unwrap_or("UNKNOWN")
+            );
         }
     }
 

@@ -56,16 +56,21 @@
 mod backend;
 mod content;
 mod error;
+mod file_backend;
+mod inspect;
 mod lock;
 mod lock_path;
 mod open;
 mod sys;
 mod template;
 mod wait;
+mod wait_thread;
 
-pub use backend::{BackendFuture, BackendLock, LockBackend};
+pub use backend::{BackendFuture, BackendLock, Inspection, LockBackend, Locked, block_on};
 pub use content::{read_content, read_content_from};
 pub use error::Error;
+pub use file_backend::FileBackend;
+pub use inspect::inspect_from;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
 pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
 pub use open::{check_links, open_for_locking};

@@ -126,6 +126,18 @@ impl LockOptions {
         self
     }
 
+    /// Writes `content` exactly as it is, braces included (`None`: no
+    /// content): for backends, which receive the content already rendered
+    /// ([`render_content`](Self::render_content)).
+    pub fn rendered(content: Option<&str>) -> Self {
+        match content {
+            Some(content) => {
+                Self::new().content_template(content.replace('{', "{{").replace('}', "}}"))
+            }
+            None => Self::new().no_content(),
+        }
+    }
+
     /// Locks without writing anything, as zc.lockfile's `SimpleLockFile` does:
     /// the file keeps whatever content it had.
     pub fn no_content(mut self) -> Self {
@@ -384,6 +396,11 @@ impl PendingLock {
         &self.path
     }
 
+    /// How long the options asked to wait.
+    pub(crate) fn wait_limit(&self) -> Duration {
+        self.wait
+    }
+
     /// A [`ReleaseWatch`] on this file, for hosts that wait their own way:
     /// create it before the first [`try_lock`](Self::try_lock), try again
     /// each time it reports a close, and at least every [`FALLBACK_POLL`].
@@ -404,15 +421,7 @@ impl PendingLock {
     /// Logs the failure if the options asked for it.
     pub fn into_error(self) -> Error {
         let holder = content::read_content_from(&self.file).ok().flatten();
-        if self.log_failures {
-            log::error!(
-                target: "lockfile",
-                "Error locking file {}; pid={}",
-                self.path.display(),
-                holder.as_deref().unwrap_or("UNKNOWN")
-            );
-        }
-        if self.wait.is_zero() {
+        let error = if self.wait.is_zero() {
             Error::Locked {
                 path: self.path,
                 holder,
@@ -423,6 +432,10 @@ impl PendingLock {
                 holder,
                 waited: self.wait,
             }
+        };
+        if self.log_failures {
+            error.log_failure();
         }
+        error
     }
 }

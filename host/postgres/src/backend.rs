@@ -7,20 +7,26 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lockfile_core::{BackendFuture, BackendLock, LockBackend};
+use lockfile_core::{BackendFuture, BackendLock, Inspection, LockBackend, Locked};
 use tokio::task::JoinHandle;
 
 use crate::{Error, PgLock, PgLocker};
 
 impl Error {
-    /// This error as a lock file's: the outcomes they share as they are, the
-    /// rest as [`lockfile_core::Error::Io`] on `name` (a name that resolves
-    /// to no lock as `InvalidInput`, a lost lock as `ConnectionAborted`).
+    /// This error as a lock file's: the outcomes they share as they are, a
+    /// lost lock as [`lockfile_core::Error::Lost`], the rest as
+    /// [`lockfile_core::Error::Io`] on `name` (a name that resolves to no
+    /// lock as `InvalidInput`).
     pub fn into_core(self, name: &str) -> lockfile_core::Error {
         let (kind, message) = match self {
             Error::Lock(error) => return error,
+            Error::Lost { name, reason } => {
+                return lockfile_core::Error::Lost {
+                    path: name.into(),
+                    reason,
+                };
+            }
             Error::Name(error) => (io::ErrorKind::InvalidInput, error.to_string()),
-            error @ Error::Lost { .. } => (io::ErrorKind::ConnectionAborted, error.to_string()),
             error => (io::ErrorKind::Other, error.to_string()),
         };
         lockfile_core::Error::Io {
@@ -104,6 +110,21 @@ impl LockBackend for PgLocker {
         Box::pin(async move { work.await? })
     }
 
+    fn inspect(&self, name: &str) -> BackendFuture<Result<Inspection, lockfile_core::Error>> {
+        let work = self.on_runtime_named(name, |locker, name| async move {
+            let found = locker.inspect(&name).await?;
+            Ok(Inspection {
+                content: found.content,
+                locked: match (found.locked, found.holder_pid) {
+                    (true, pid) => Locked::Yes(pid.map(|pid| format!("backend pid {pid}"))),
+                    (false, _) => Locked::No,
+                },
+                token: found.token,
+            })
+        });
+        Box::pin(async move { work.await? })
+    }
+
     fn exists(&self, name: &str) -> BackendFuture<Result<bool, lockfile_core::Error>> {
         let work = self.on_runtime_named(
             name,
@@ -124,6 +145,11 @@ impl BackendLock for PgLock {
 
     fn held(&self) -> bool {
         PgLock::held(self)
+    }
+
+    /// The session's end, noticed by its heartbeat (see the crate's docs).
+    fn lost(&self) -> Option<BackendFuture<String>> {
+        Some(Box::pin(self.lost_notify()))
     }
 
     fn release(self: Box<Self>) -> BackendFuture<Result<(), lockfile_core::Error>> {

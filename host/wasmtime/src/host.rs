@@ -1,12 +1,10 @@
 //! The interface's implementation, shared by every binding: both versions,
 //! sync and async (their traits are implemented in `api`).
 
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use lockfile_core::{
-    Attempt, BackendFuture, BackendLock, LockFile, LockOptions, PendingLock, WaitSchedule,
+    Attempt, BackendFuture, BackendLock, LockFile, LockOptions, PendingLock, WaitSchedule, block_on,
 };
 use wasmtime::component::Resource;
 
@@ -85,31 +83,6 @@ impl Held {
 /// A backend's acquisition in flight.
 type BackendAcquire = BackendFuture<Result<Box<dyn BackendLock>, lockfile_core::Error>>;
 
-/// Runs `future` to completion on this thread. Only for futures driven
-/// elsewhere ([`BackendFuture`]s: the backend runs their work on a runtime of
-/// its own), so it parks this thread until woken, from any context, a
-/// runtime's included.
-fn block_on<T>(future: BackendFuture<T>) -> T {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = future;
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
-    }
-}
-
 /// Why `acquire` or `read-content` failed, before it is put into either
 /// binding's `error`.
 enum Failure {
@@ -181,7 +154,7 @@ impl LockfileCtxView<'_> {
                     self.count_name(path, block_on(ask))?;
                 }
                 let acquire = self.acquire_backend(path, &options)?;
-                return self.backend_outcome(path, block_on(acquire));
+                return self.backend_outcome(block_on(acquire));
             }
         };
         let files = &mut self.ctx.files;
@@ -232,16 +205,11 @@ impl LockfileCtxView<'_> {
 
     fn backend_outcome(
         &self,
-        path: &str,
         outcome: Result<Box<dyn BackendLock>, lockfile_core::Error>,
     ) -> Result<Held, Failure> {
         outcome.map(Held::Backend).map_err(|error| {
-            if self.ctx.log_failures && error.holder().is_some() {
-                log::error!(
-                    target: "lockfile",
-                    "Error locking file {path}; pid={}",
-                    error.holder().unwrap_or("UNKNOWN")
-                );
+            if self.ctx.log_failures {
+                error.log_failure();
             }
             Failure::Lock(error)
         })
@@ -271,7 +239,7 @@ impl LockfileCtxView<'_> {
                 }
                 let acquire = self.acquire_backend(path, &options)?;
                 let outcome = acquire.await;
-                return self.backend_outcome(path, outcome);
+                return self.backend_outcome(outcome);
             }
         };
         let files = &mut self.ctx.files;

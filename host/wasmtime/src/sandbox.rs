@@ -137,20 +137,28 @@ pub(crate) fn open_for_reading(dir: &Dir, path: &str) -> io::Result<File> {
         .map(cap_std::fs::File::into_std)
 }
 
+/// Opens the lock file at `path` beneath `dir` for reading its record, with
+/// the link rule of lock files opened by path (one name only), so a hard
+/// link in the directory cannot show another file's first line.
+pub(crate) fn open_record(dir: &Dir, path: &str) -> Result<File, lockfile_core::Error> {
+    open_for_reading(dir, path)
+        .and_then(|file| lockfile_core::check_links(&file).map(|()| file))
+        .map_err(|source| lockfile_core::Error::Io {
+            operation: "open",
+            path: path.into(),
+            source,
+        })
+}
+
 /// What the holder of the lock file at `path` beneath `dir` recorded, read
 /// without taking the lock.
 pub(crate) fn read_record(dir: &Dir, path: &str) -> Result<Option<String>, lockfile_core::Error> {
-    let io = |operation, source| lockfile_core::Error::Io {
-        operation,
+    let file = open_record(dir, path)?;
+    lockfile_core::read_content_from(&file).map_err(|source| lockfile_core::Error::Io {
+        operation: "read",
         path: path.into(),
         source,
-    };
-    // The link rule of lock files opened by path (one name only), so a hard
-    // link in the directory cannot show another file's first line.
-    let file = open_for_reading(dir, path)
-        .and_then(|file| lockfile_core::check_links(&file).map(|()| file))
-        .map_err(|e| io("open", e))?;
-    lockfile_core::read_content_from(&file).map_err(|e| io("read", e))
+    })
 }
 
 fn nonblocking(options: &mut OpenOptions) {

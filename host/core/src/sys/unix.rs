@@ -83,6 +83,61 @@ pub(crate) fn links(file: &File) -> io::Result<super::Links> {
     })
 }
 
+/// Whether someone holds a lock on `file` now, and which process: from
+/// /proc/locks, where flock(2) locks are listed by device and inode.
+#[cfg(target_os = "linux")]
+pub(crate) fn lock_state(file: &File) -> crate::Locked {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(meta), Ok(locks)) = (file.metadata(), std::fs::read_to_string("/proc/locks")) else {
+        return crate::Locked::Unknown;
+    };
+    let file_id = format!(
+        "{:02x}:{:02x}:{}",
+        libc::major(meta.dev()),
+        libc::minor(meta.dev()),
+        meta.ino()
+    );
+    match proc_locks_holder(&locks, &file_id) {
+        Some(pid) => crate::Locked::Yes(Some(format!("pid {pid}"))),
+        None => crate::Locked::No,
+    }
+}
+
+/// No lock table to read on other Unix systems.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn lock_state(_: &File) -> crate::Locked {
+    crate::Locked::Unknown
+}
+
+/// Finds the holder of `file_id` (`MAJOR:MINOR:INODE`, hex device numbers) in
+/// /proc/locks. Lines with `->` are waiters, not holders.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn proc_locks_holder(locks: &str, file_id: &str) -> Option<u32> {
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, kind, _, _, pid, id, ..] if *kind != "->" && *id == file_id => pid.parse().ok(),
+            _ => None,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proc_locks_holder;
+
+    #[test]
+    fn finds_the_holder_and_skips_waiters() {
+        let locks = "1: POSIX  ADVISORY  WRITE 77 fe:00:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 5018 fe:00:10010786 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 6000 fe:00:10010786 0 EOF\n";
+        assert_eq!(proc_locks_holder(locks, "fe:00:10010786"), Some(5018));
+        assert_eq!(proc_locks_holder(locks, "fe:00:1"), None);
+        let waiting_only = "2: -> FLOCK  ADVISORY  WRITE 6000 fe:00:5 0 EOF\n";
+        assert_eq!(proc_locks_holder(waiting_only, "fe:00:5"), None);
+    }
+}
+
 /// inotify, which tells a waiter when the lock file is closed: every holder we
 /// know releases by closing (zc.lockfile's `close()`, flock(1)'s exit, our own
 /// drop). These are the only OS calls of [`crate::ReleaseWatch`]; without

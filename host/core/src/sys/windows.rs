@@ -140,6 +140,37 @@ pub(crate) fn links(file: &File) -> io::Result<super::Links> {
     })
 }
 
+/// Whether someone holds the lock on `file` now, without taking it: a read
+/// of byte 0, which a holder's lock makes fail with ERROR_LOCK_VIOLATION (a
+/// read takes no lock, so it cannot make a concurrent taker fail). Which
+/// process holds it cannot be known. `Unknown` for an empty file (byte 0
+/// does not exist), an error, and Wine, which does not enforce locks on
+/// reads (byte 0 reads the same, held or not).
+pub(crate) fn lock_state(file: &File) -> crate::Locked {
+    if under_wine() {
+        return crate::Locked::Unknown;
+    }
+    match file.seek_read(&mut [0], 0) {
+        Ok(1) => crate::Locked::No,
+        Err(error) if error.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) => {
+            crate::Locked::Yes(None)
+        }
+        _ => crate::Locked::Unknown,
+    }
+}
+
+/// Wine's ntdll exports `wine_get_version`; Windows' does not.
+fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+    let ntdll: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
+    // SAFETY: NUL-terminated names; ntdll is loaded in every process and
+    // the handle is not to be closed.
+    unsafe {
+        let module = GetModuleHandleW(ntdll.as_ptr());
+        !module.is_null() && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs::File;
@@ -159,18 +190,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("job.lock");
         (dir, path)
-    }
-
-    /// Wine's ntdll exports `wine_get_version`; Windows' does not.
-    fn under_wine() -> bool {
-        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
-        let ntdll: Vec<u16> = "ntdll.dll\0".encode_utf16().collect();
-        // SAFETY: NUL-terminated names; ntdll is loaded in every process.
-        unsafe {
-            let module = GetModuleHandleW(ntdll.as_ptr());
-            !module.is_null()
-                && GetProcAddress(module, c"wine_get_version".as_ptr().cast()).is_some()
-        }
     }
 
     #[test]

@@ -33,7 +33,11 @@ macro_rules! error_from_failure {
                     Failure::Lock(error @ E::InvalidTemplate(_)) => {
                         Self::InvalidTemplate(error.to_string())
                     }
-                    Failure::Lock(error @ E::Io { .. }) => Self::Io(error.to_string()),
+                    // The interface has no `lost` error: a lost lock is
+                    // seen through `held`, and its release says why as `io`.
+                    Failure::Lock(error @ (E::Io { .. } | E::Lost { .. })) => {
+                        Self::Io(error.to_string())
+                    }
                 }
             }
         }

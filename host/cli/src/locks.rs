@@ -1,0 +1,120 @@
+//! Where the command line's locks live: lock files, or the lock database of
+//! `--lock-db`, each behind [`LockBackend`], so that `exec`, `inspect` and
+//! `run --singleton` each have one body for every backend.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lockfile_core::{BackendLock, FileBackend, Inspection, LockBackend, block_on};
+use lockfile_postgres::PgLocker;
+
+use crate::db::DbArgs;
+use crate::exit::{self, Failure};
+
+/// The locks of one command: a backend, and what must outlive its locks.
+pub struct Locks {
+    backend: Arc<dyn LockBackend>,
+    /// The runtime a database's sessions live on: one worker thread of its
+    /// own, so that held locks are checked (heartbeats, loss) whatever the
+    /// main thread does. Dropped after the backend.
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Locks {
+    /// `--lock-db`'s database if one is given (under `namespace`), else lock
+    /// files: named by their paths, or beneath `dir`.
+    pub fn open(db: &DbArgs, namespace: &str, dir: Option<&Path>) -> Result<Self, Failure> {
+        match db.url() {
+            Some(url) => Self::database(&url, namespace),
+            None => Ok(Self::files(dir)),
+        }
+    }
+
+    /// Lock files, named by their paths, or beneath `dir`.
+    pub fn files(dir: Option<&Path>) -> Self {
+        let backend = match dir {
+            Some(dir) => FileBackend::in_dir(dir),
+            None => FileBackend::new(),
+        };
+        Self {
+            backend: Arc::new(backend),
+            _runtime: None,
+        }
+    }
+
+    /// The lock database at `url`: 64 for a bad URL or namespace, 74 for a
+    /// server that cannot be reached, refuses the login or lacks the
+    /// database, each on one line.
+    pub fn database(url: &str, namespace: &str) -> Result<Self, Failure> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("lockfile-db")
+            .enable_all()
+            .build()
+            .map_err(|error| {
+                Failure::new(
+                    exit::SOFTWARE,
+                    anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
+                )
+            })?;
+        let locker = runtime
+            .block_on(PgLocker::connect(url, namespace))
+            .map_err(|error| exit::db_failure(&error))?;
+        Ok(Self {
+            backend: Arc::new(locker),
+            _runtime: Some(runtime),
+        })
+    }
+
+    /// The backend, for a plugin's own locks.
+    pub fn backend(&self) -> Arc<dyn LockBackend> {
+        self.backend.clone()
+    }
+
+    /// Takes the lock `name`, recording `content` (`None`: none), with one
+    /// try or waiting up to `wait`; logs contention as exclusive_control does
+    /// if `log_failures`.
+    pub fn acquire(
+        &self,
+        name: &str,
+        content: Option<String>,
+        wait: Duration,
+        log_failures: bool,
+    ) -> Result<Box<dyn BackendLock>, Failure> {
+        self.backend
+            .acquire_blocking(name, content, wait)
+            .map_err(|error| {
+                if log_failures {
+                    error.log_failure();
+                }
+                Failure::lock(&error)
+            })
+    }
+
+    /// The record, whether the lock is held now, and the last fencing token.
+    pub fn inspect(&self, name: &str) -> Result<Inspection, Failure> {
+        block_on(self.backend.inspect(name)).map_err(|error| Failure::lock(&error))
+    }
+
+    /// Releases `lock`: [`lockfile_core::Error::Lost`] if it had been lost.
+    pub fn release(&self, lock: Box<dyn BackendLock>) -> Result<(), lockfile_core::Error> {
+        block_on(lock.release())
+    }
+}
+
+/// `path` as the name of a lock where `db` says locks live: UTF-8, and on a
+/// database under the lock path rules (64 otherwise), checked before anything
+/// is connected or locked. Lock files are the user's own paths.
+pub fn name<'a>(db: &DbArgs, path: &'a Path) -> Result<&'a str, Failure> {
+    let Some(name) = path.to_str() else {
+        return Err(Failure::new(
+            exit::USAGE,
+            anyhow::anyhow!("lock name {path:?} is not UTF-8: give a UTF-8 path"),
+        ));
+    };
+    if db.url().is_some() {
+        lockfile_core::check_lock_path(name).map_err(|error| Failure::new(exit::USAGE, error))?;
+    }
+    Ok(name)
+}
