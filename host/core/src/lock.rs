@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::{
-    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, check_links, content,
+    Error, FALLBACK_POLL, ReleaseWatch, TemplateError, WaitSchedule, check_links, content, open,
     open_for_locking, sleep_or_watch, sys, template,
 };
 
@@ -228,8 +228,7 @@ impl LockOptions {
     /// a confined directory) or wait their own way (asynchronously).
     ///
     /// A bad template is reported before `open` is called, so it never leaves a
-    /// file or a lock behind. A file with more than one hard link is refused
-    /// here, before it is locked or written ([`check_links`]).
+    /// file or a lock behind.
     pub fn prepare(
         &self,
         path: impl Into<PathBuf>,
@@ -237,9 +236,7 @@ impl LockOptions {
     ) -> Result<PendingLock, Error> {
         let path = path.into();
         let record = self.render(&path)?;
-        let file = open()
-            .and_then(|file| check_links(&file).map(|()| file))
-            .map_err(|e| Error::io("open", &path, e))?;
+        let file = open().map_err(|e| Error::io("open", &path, e))?;
         Ok(PendingLock {
             file,
             path,
@@ -306,18 +303,6 @@ impl LockOptions {
     }
 }
 
-/// Cuts `file` to `len` bytes if it is longer: after a record was written at
-/// its start, this leaves the record alone in it. A file no longer than the
-/// record is left as it is: a stat costs far less than a truncation, which
-/// changes the inode even when the size stays (and a waiter that has just
-/// taken a lock pays it before it returns).
-fn cut_after(file: &File, len: u64) -> io::Result<()> {
-    if file.metadata()?.len() > len {
-        file.set_len(len)?;
-    }
-    Ok(())
-}
-
 /// The content inside a record: without the leading space and the newline.
 fn record_content(record: &str) -> &str {
     &record[1..record.len() - 1]
@@ -363,7 +348,13 @@ impl PendingLock {
         if !locked {
             return Ok(Attempt::Held(self));
         }
-        if self.record.is_none() {
+        // One stat for every check before the lock is used: the link rule
+        // ([`check_links`]), the kind of file, and the size it had, to cut
+        // what an older, longer record leaves after the new one.
+        let links = sys::links(&self.file)
+            .and_then(|links| open::refuse_links(&links).map(|()| links))
+            .map_err(|e| Error::io("open", &self.path, e))?;
+        if self.record.is_none() && !links.regular {
             // Without a record to write nothing would fail on a FIFO or a
             // device: refuse them here. (With one, the write refuses them.)
             let refused = sys::ensure_regular(&self.file);
@@ -377,8 +368,18 @@ impl PendingLock {
             shared: false,
         };
         if let Some(record) = &lock.record {
-            let written = sys::write_at_start(&lock.file, record.as_bytes())
-                .and_then(|()| cut_after(&lock.file, record.len() as u64));
+            let len = record.len() as u64;
+            // A file no longer than the record is left as it is: the stat
+            // above costs far less than a truncation, which changes the inode
+            // even when the size stays (and a waiter that has just taken a
+            // lock pays it before it returns).
+            let written = sys::write_at_start(&lock.file, record.as_bytes()).and_then(|()| {
+                if links.len > len {
+                    lock.file.set_len(len)
+                } else {
+                    Ok(())
+                }
+            });
             if let Err(error) = written {
                 // A full disk can take part of the record: leave no half of
                 // one for readers (shrinking needs no space). `lock` unlocks
@@ -420,6 +421,11 @@ impl PendingLock {
     /// the options asked to wait, with the holder's content read from the file.
     /// Logs the failure if the options asked for it.
     pub fn into_error(self) -> Error {
+        // The holder's record is read only from a file the link rule allows:
+        // a hard link must not show another file's first line.
+        if let Err(error) = check_links(&self.file) {
+            return Error::io("open", self.path, error);
+        }
         let holder = content::read_content_from(&self.file).ok().flatten();
         let error = if self.wait.is_zero() {
             Error::Locked {

@@ -28,8 +28,8 @@ use crate::sys;
 /// write and delete, so others can open, read and lock the file meanwhile.
 ///
 /// A symbolic link in the file's place is an error naming it (see the
-/// module's docs); a file with several hard links is refused when the lock is
-/// prepared ([`check_links`]), as it is for files opened any other way.
+/// module's docs); a file with several hard links is refused before its
+/// lock is used ([`check_links`]), as it is for files opened any other way.
 pub fn open_for_locking(path: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.read(true).write(true).create(true).truncate(false);
@@ -51,11 +51,16 @@ pub(crate) fn open_for_reading(path: &Path) -> io::Result<File> {
 
 /// Refuses an open lock file that is reached through a link: one with more
 /// than one hard link, or (on Windows, where the open does not refuse it) a
-/// symbolic link or other reparse point. Every lock is checked so as it is
-/// prepared, whoever opened the file: hosts that open lock files their own
-/// way (beneath a cap-std directory) get the same rule.
+/// symbolic link or other reparse point. Every lock is checked so before
+/// anything is written into its file or read from it (the holder's record of
+/// a failed try), whoever opened the file: hosts that open lock files their
+/// own way (beneath a cap-std directory) get the same rule.
 pub fn check_links(file: &File) -> io::Result<()> {
-    let links = sys::links(file)?;
+    refuse_links(&sys::links(file)?)
+}
+
+/// [`check_links`] on what [`sys::links`] said.
+pub(crate) fn refuse_links(links: &sys::Links) -> io::Result<()> {
     if links.reparse_point {
         return Err(symbolic_link());
     }

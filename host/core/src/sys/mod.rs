@@ -32,6 +32,10 @@ pub(crate) struct Links {
     pub(crate) reparse_point: bool,
     /// How many names (hard links) a regular file has; 1 for anything else.
     pub(crate) names: u64,
+    /// Whether it is a regular file.
+    pub(crate) regular: bool,
+    /// Its size in bytes.
+    pub(crate) len: u64,
 }
 
 /// Says what is wrong when a lock file turns out not to be a regular file (a

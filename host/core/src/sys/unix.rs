@@ -71,15 +71,18 @@ pub(crate) fn no_follow(options: &mut std::fs::OpenOptions) {
     options.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
 }
 
-/// How an open file is linked: how many names a regular file has. (Symbolic
-/// links are refused as they are opened.) Other kinds of file count as one
-/// name: a directory's link count says nothing about other names.
+/// How an open file is linked, from one fstat: how many names a regular
+/// file has (symbolic links are refused as they are opened; other kinds of
+/// file count as one name: a directory's link count says nothing about other
+/// names), its kind and its size.
 pub(crate) fn links(file: &File) -> io::Result<super::Links> {
     use std::os::unix::fs::MetadataExt;
     let meta = file.metadata()?;
     Ok(super::Links {
         reparse_point: false,
         names: if meta.is_file() { meta.nlink() } else { 1 },
+        regular: meta.is_file(),
+        len: meta.len(),
     })
 }
 

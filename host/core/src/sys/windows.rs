@@ -120,8 +120,9 @@ pub(crate) fn no_follow(options: &mut std::fs::OpenOptions) {
     options.custom_flags(FILE_FLAG_OPEN_REPARSE_POINT);
 }
 
-/// How an open file is linked: whether it is a reparse point (a symbolic
-/// link opened as itself) and how many names a regular file has.
+/// How an open file is linked, from one call: whether it is a reparse point
+/// (a symbolic link opened as itself), how many names it has, its kind and
+/// its size.
 pub(crate) fn links(file: &File) -> io::Result<super::Links> {
     // SAFETY: plain data; zeros are a valid value to be overwritten.
     let mut info: BY_HANDLE_FILE_INFORMATION = unsafe { std::mem::zeroed() };
@@ -130,13 +131,16 @@ pub(crate) fn links(file: &File) -> io::Result<super::Links> {
         return Err(io::Error::last_os_error());
     }
     let directory = info.dwFileAttributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+    let reparse_point = info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0;
     Ok(super::Links {
-        reparse_point: info.dwFileAttributes & FILE_ATTRIBUTE_REPARSE_POINT != 0,
+        reparse_point,
         names: if directory {
             1
         } else {
             info.nNumberOfLinks.into()
         },
+        regular: !directory && !reparse_point,
+        len: (u64::from(info.nFileSizeHigh) << 32) | u64::from(info.nFileSizeLow),
     })
 }
 
