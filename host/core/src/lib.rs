@@ -49,6 +49,20 @@
 //! ([`read_content`], [`Error::Locked`]'s holder) read the record from byte 1,
 //! behind zc.lockfile's leading space. Waits poll every [`FALLBACK_POLL`].
 //!
+//! # The public API
+//!
+//! - Lock files: [`LockFile`], taken with [`LockOptions`] (or in steps, for
+//!   hosts that open or wait their own way: [`PendingLock`], [`Attempt`],
+//!   [`ReleaseWatch`], [`WaitSchedule`], [`sleep_or_watch`]); read without the
+//!   lock with [`read_content`], [`read_content_from`], [`inspect_from`].
+//! - What a lock path may be: [`check_lock_path`] (a path from someone the
+//!   host does not trust), [`open_for_locking`] and [`check_links`] (no link
+//!   in the lock file's place).
+//! - Every backend, lock files included ([`FileBackend`]), behind one
+//!   boundary: [`LockBackend`], [`BackendLock`], [`Inspection`], [`Locked`],
+//!   [`BackendFuture`] and [`block_on`].
+//! - Errors: [`Error`], [`TemplateError`], [`LockPathError`].
+//!
 //! [zc.lockfile]: https://pypi.org/project/zc.lockfile/
 
 #![deny(missing_docs)]
