@@ -18,37 +18,58 @@ pub fn engine() -> Result<Engine> {
     Ok(Engine::new(&config)?)
 }
 
+/// What a plugin is, and how each language makes one: said when a file is
+/// not one.
+const WHAT_A_PLUGIN_IS: &str = "`lockfile run` runs WebAssembly components (WASI 0.2 command \
+     .wasm files): build one with `cargo build --target wasm32-wasip2` (Rust), componentize-py \
+     (Python) or componentize-js (JavaScript), as the README's \"Write a plugin in your \
+     language\" shows";
+
 /// Reads `path` and checks that it is a component, before anything compiles.
 fn read_component(path: &Path) -> Result<Vec<u8>> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read plugin '{}'", path.display()))?;
     if wasmparser::Parser::is_core_wasm(&bytes) {
         bail!(
-            "'{}' is a core WebAssembly module, not a component: build plugins with `--target wasm32-wasip2`",
+            "'{}' is a core WebAssembly module, not a component: build plugins with `--target wasm32-wasip2` (Rust), or make a component of it with `wasm-tools component new`",
             path.display()
         );
     }
-    if !wasmparser::Parser::is_component(&bytes) {
-        let native = [
-            &b"\x7fELF"[..],
-            b"MZ",
-            b"\xcf\xfa\xed\xfe",
-            b"\xca\xfe\xba\xbe",
-        ]
-        .iter()
-        .any(|magic| bytes.starts_with(magic));
-        if native {
-            bail!(
-                "'{}' is a native executable, not a WebAssembly component: build plugins with `cargo build --target wasm32-wasip2` (`rustup target add wasm32-wasip2` first)",
-                path.display()
-            );
+    if wasmparser::Parser::is_component(&bytes) {
+        return Ok(bytes);
+    }
+    let native = [
+        &b"\x7fELF"[..],
+        b"MZ",
+        b"\xcf\xfa\xed\xfe",
+        b"\xca\xfe\xba\xbe",
+    ]
+    .iter()
+    .any(|magic| bytes.starts_with(magic));
+    let source = match path.extension().and_then(|ext| ext.to_str()) {
+        Some("py") => Some("Python source: make a component of it with componentize-py"),
+        Some("js" | "mjs") => {
+            Some("JavaScript source: make a component of it with componentize-js")
         }
-        bail!(
-            "'{}' is not a WebAssembly component: build plugins with `--target wasm32-wasip2`",
+        Some("rs") => {
+            Some("Rust source: build its crate with `cargo build --target wasm32-wasip2`")
+        }
+        _ => None,
+    };
+    match (native, source) {
+        (true, _) => bail!(
+            "'{}' is a native executable, not a WebAssembly component: {WHAT_A_PLUGIN_IS}",
             path.display()
-        );
+        ),
+        (false, Some(source)) => bail!(
+            "'{}' is {source}, which `lockfile run` then runs (see the README's \"Write a plugin in your language\")",
+            path.display()
+        ),
+        (false, None) => bail!(
+            "'{}' is not a WebAssembly component: {WHAT_A_PLUGIN_IS}",
+            path.display()
+        ),
     }
-    Ok(bytes)
 }
 
 /// Loads the plugin at `path`, from the cache when it has a trusted entry.

@@ -403,6 +403,8 @@ fn bad_plugin_files_get_one_clear_line() {
     fs::write(s.path("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     fs::write(s.path("text.wasm"), "not wasm").unwrap();
     fs::write(s.path("library.wasm"), b"\0asm\x0d\0\x01\0").unwrap();
+    fs::write(s.path("app.py"), "print('hello')\n").unwrap();
+    fs::write(s.path("app.js"), "console.log('hello');\n").unwrap();
     let cases = [
         (s.path("missing.wasm"), "cannot read plugin"),
         (
@@ -412,7 +414,16 @@ fn bad_plugin_files_get_one_clear_line() {
         (s.path("text.wasm"), "is not a WebAssembly component"),
         (
             env!("CARGO_BIN_EXE_lockfile").into(),
-            "is a native executable, not a WebAssembly component: build plugins with `cargo build --target wasm32-wasip2`",
+            "is a native executable, not a WebAssembly component: `lockfile run` runs WebAssembly components",
+        ),
+        // Each language's own advice, not Rust's.
+        (
+            s.path("app.py"),
+            "app.py' is Python source: make a component of it with componentize-py",
+        ),
+        (
+            s.path("app.js"),
+            "app.js' is JavaScript source: make a component of it with componentize-js",
         ),
         (
             s.path("library.wasm"),
@@ -436,6 +447,12 @@ fn bad_plugin_files_get_one_clear_line() {
             !err.contains("backtrace") && !err.contains("panicked"),
             "{err}"
         );
+        if plugin
+            .extension()
+            .is_some_and(|ext| ext == "py" || ext == "js")
+        {
+            assert!(!err.contains("wasm32-wasip2"), "Rust advice: {err}");
+        }
         assert!(
             !s.path("locks").exists(),
             "{plugin:?} created the lock directory"
