@@ -39,7 +39,7 @@ pub fn run(args: CompileArgs) -> ExitCode {
     };
     match plugin::precompile(&engine, &args.plugin, &CompileCache::new(dir)) {
         Ok(entry) => {
-            println!("{}", entry.display());
+            crate::output::line(entry.display());
             ExitCode::SUCCESS
         }
         Err(PrecompileError::Plugin(error)) => {

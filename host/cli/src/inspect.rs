@@ -7,6 +7,7 @@ use lockfile_core::Locked;
 
 use crate::exit::Failure;
 use crate::locks::{self, Locks};
+use crate::output;
 
 /// Print the holder's content and whether the lock is held right now.
 ///
@@ -37,15 +38,16 @@ fn inspect(args: &InspectArgs) -> Result<(), Failure> {
     let name = locks::name(&args.db, &args.path)?;
     let locks = Locks::open(&args.db, args.db.namespace(), None)?;
     let found = locks.inspect(name)?;
-    println!("content: {}", found.content.as_deref().unwrap_or("(none)"));
-    match found.locked {
-        Locked::Yes(Some(holder)) => println!("locked: yes ({holder})"),
-        Locked::Yes(None) => println!("locked: yes"),
-        Locked::No => println!("locked: no"),
-        Locked::Unknown => println!("locked: unknown"),
-    }
+    let content = found.content.as_deref().unwrap_or("(none)");
+    output::line(format_args!("content: {content}"));
+    output::line(match found.locked {
+        Locked::Yes(Some(holder)) => format!("locked: yes ({holder})"),
+        Locked::Yes(None) => "locked: yes".to_owned(),
+        Locked::No => "locked: no".to_owned(),
+        Locked::Unknown => "locked: unknown".to_owned(),
+    });
     if let Some(token) = found.token {
-        println!("token: {token}");
+        output::line(format_args!("token: {token}"));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod exec;
 mod exit;
 mod inspect;
 mod locks;
+mod output;
 mod plugin;
 mod run;
 

@@ -330,3 +330,34 @@ fn excludes_and_is_excluded_by_zc_lockfile() {
         format!("Couldn't lock '{}'", path.display())
     );
 }
+
+/// `lockfile SUBCOMMAND ARGS` with its standard output a pipe whose reader
+/// has gone (`| head -0`): its status and standard error.
+fn with_closed_stdout(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = lockfile()
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn a_closed_standard_output_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("job.lock");
+    fs::write(&path, " 4242\n").unwrap();
+    let (status, err) = with_closed_stdout(&["inspect".as_ref(), path.as_os_str()]);
+    assert_eq!((status, err.as_str()), (Some(0), ""), "inspect");
+    let cache = dir.path().join("cache");
+    let (status, err) = with_closed_stdout(&[
+        "compile".as_ref(),
+        "--cache-dir".as_ref(),
+        cache.as_os_str(),
+        lockfile_tests::LOCKCTL_COMPONENT.as_ref(),
+    ]);
+    assert_eq!((status, err.as_str()), (Some(0), ""), "compile");
+}
