@@ -110,6 +110,7 @@ mod backend;
 mod error;
 mod lock;
 mod locker;
+mod pool;
 mod record;
 mod session;
 mod sql;

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use crate::Error;
 use crate::error::describe;
-use crate::locker::Inner;
+use crate::pool::Inner;
 use crate::session::Session;
 
 /// A lock held on the database: a session-level advisory lock, bound to a

@@ -9,6 +9,7 @@ use tokio_postgres::{Row, Statement};
 
 use crate::error::describe;
 use crate::lock::PgLock;
+use crate::pool::{Inner, Settings, open_timeout};
 use crate::record;
 use crate::session::{OpenError, Role, Session, Statements};
 use crate::url::{self, DbUrl};
@@ -42,14 +43,6 @@ pub struct Builder {
     settings: Settings,
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub heartbeat_interval: Duration,
-    pub heartbeat_timeout: Duration,
-    pub durable_tokens: bool,
-    pub max_idle_sessions: usize,
-}
-
 /// What [`PgLocker::inspect`] finds about a lock, without taking it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -64,16 +57,6 @@ pub struct Inspection {
     pub token: Option<u64>,
     /// The advisory key of the name; `None` if the name was never used.
     pub key: Option<i64>,
-}
-
-pub(crate) struct Inner {
-    pub url: DbUrl,
-    pub namespace: String,
-    pub settings: Settings,
-    idle: Mutex<Vec<Session>>,
-    reader: tokio::sync::Mutex<Option<Arc<Session>>>,
-    keys: Mutex<HashMap<String, i64>>,
-    pub runtime: tokio::runtime::Handle,
 }
 
 impl Builder {
@@ -564,68 +547,6 @@ impl PgLocker {
     }
 }
 
-impl Inner {
-    async fn reader(&self) -> Result<Arc<Session>, OpenError> {
-        let mut reader = self.reader.lock().await;
-        if let Some(session) = &*reader
-            && session.alive()
-        {
-            return Ok(session.clone());
-        }
-        *reader = None;
-        let open = Session::open(&self.url, Role::Reader);
-        let session = match timeout(open_timeout(&self.url, &self.settings), open).await {
-            Ok(session) => Arc::new(session?),
-            Err(_) => return Err(OpenError::NoAnswer),
-        };
-        *reader = Some(session.clone());
-        Ok(session)
-    }
-
-    async fn forget_reader(&self, session: &Arc<Session>) {
-        let mut reader = self.reader.lock().await;
-        if reader.as_ref().is_some_and(|r| Arc::ptr_eq(r, session)) {
-            *reader = None;
-        }
-    }
-
-    /// An idle lock session (`true`: from the pool), or a new one.
-    async fn take_session(&self) -> Result<(Session, bool), OpenError> {
-        loop {
-            let session = self.idle.lock().expect("not poisoned").pop();
-            match session {
-                Some(session) if session.alive() => return Ok((session, true)),
-                Some(_dead) => {}
-                None => break,
-            }
-        }
-        let role = Role::Lock {
-            durable: self.settings.durable_tokens,
-        };
-        match timeout(
-            open_timeout(&self.url, &self.settings),
-            Session::open(&self.url, role),
-        )
-        .await
-        {
-            Ok(session) => Ok((session?, false)),
-            Err(_) => Err(OpenError::NoAnswer),
-        }
-    }
-
-    /// Gives back a lock session that holds nothing.
-    pub(crate) fn put(&self, session: Session) {
-        if session.alive() {
-            let mut idle = self.idle.lock().expect("not poisoned");
-            if idle.len() < self.settings.max_idle_sessions {
-                idle.push(session);
-                return;
-            }
-        }
-        session.close();
-    }
-}
-
 /// A lock session while a statement that may take the lock runs on it. If
 /// the acquiring future is dropped mid-statement, the server may still be
 /// waiting in the lock's queue for it: dropping this cancels that wait and
@@ -681,15 +602,6 @@ fn lock_timeout(wait: Duration) -> String {
     } else {
         format!("{ms}ms")
     }
-}
-
-/// How long opening a session may take: connecting, logging in, preparing.
-fn open_timeout(url: &DbUrl, settings: &Settings) -> Duration {
-    url.config
-        .get_connect_timeout()
-        .copied()
-        .unwrap_or(url::CONNECT_TIMEOUT)
-        .saturating_add(settings.heartbeat_timeout)
 }
 
 fn open_error(operation: &'static str, name: &str, url: &DbUrl, error: OpenError) -> Error {
