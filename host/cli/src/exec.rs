@@ -19,9 +19,9 @@ mod stop;
 
 /// Run COMMAND while holding the lock on PATH; release it when COMMAND ends.
 ///
-/// Exits with COMMAND's status (128+N if a signal N ended it). If the lock
-/// stays held, prints `Couldn't lock '<PATH>': held by <content>` and exits 75
-/// without running COMMAND.
+/// Exits with COMMAND's status (128+N if a signal N ended it), or one of the
+/// statuses listed below. If the lock stays held, prints `Couldn't lock
+/// '<PATH>': held by <content>` and exits without running COMMAND.
 ///
 /// COMMAND never outlives the lock. It inherits the locked file (as with
 /// flock(1)), so the lock stays held while COMMAND, or anything it started that
@@ -35,7 +35,7 @@ mod stop;
 /// named PATH, which belongs to this process's session: COMMAND cannot
 /// inherit it, and is tied to this process instead (see the `stop` module).
 /// If it is lost while COMMAND runs (the server restarted, the network
-/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s, and this exits 76.
+/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// What to write into the lock file, after a space: fields {pid} and

@@ -36,6 +36,65 @@ pub fn signaled(signal: i32) -> u8 {
     128u8.wrapping_add(signal as u8)
 }
 
+/// What each status means, for the `--help` of the commands that can exit
+/// with it: written from the constants, so the help cannot drift from them.
+const MEANINGS: &[(u8, &str, &[&str])] = &[
+    (
+        USAGE,
+        "bad flags, a bad template or lock name: nothing was touched",
+        &["run", "exec", "inspect", "compile"],
+    ),
+    (
+        BAD_PLUGIN,
+        "the plugin file cannot run (missing, not a command component, an import the host lacks)",
+        &["run", "compile"],
+    ),
+    (SOFTWARE, "the host itself failed", &["run", "exec"]),
+    (
+        IOERR,
+        "the system or the lock database refused (open, lock, write, connect)",
+        &["run", "exec", "inspect", "compile"],
+    ),
+    (
+        TEMPFAIL,
+        "the lock is held by someone else (`Couldn't lock ...`): nothing ran",
+        &["run", "exec"],
+    ),
+    (
+        LOCK_LOST,
+        "the lock was lost while held (--lock-db): the plugin or COMMAND was stopped",
+        &["run", "exec"],
+    ),
+    (
+        TIMED_OUT,
+        "--timeout ran out: the plugin was stopped",
+        &["run"],
+    ),
+    (NOT_EXECUTABLE, "COMMAND could not be executed", &["exec"]),
+    (NOT_FOUND, "COMMAND was not found", &["exec"]),
+    (TRAPPED, "the plugin trapped (a limit included)", &["run"]),
+];
+
+/// The `Exit statuses:` section of `command`'s `--help`.
+pub fn statuses_help(command: &str) -> String {
+    let own = match command {
+        "run" => Some("the plugin's own (0-255, through wasi:cli's exit-with-code)"),
+        "exec" => Some("COMMAND's own (128+N if signal N ended it)"),
+        _ => None,
+    };
+    let own = own.map_or_else(
+        || "    0  success\n".to_owned(),
+        |own| format!("  {own}, or\n"),
+    );
+    let mut help = format!("Exit statuses:\n{own}");
+    for (status, meaning, commands) in MEANINGS {
+        if commands.contains(&command) {
+            help.push_str(&format!("  {status:>3}  {meaning}\n"));
+        }
+    }
+    help
+}
+
 /// The status for a lock error.
 pub fn lock_error_status(error: &Error) -> u8 {
     match error {
@@ -110,4 +169,27 @@ pub fn db_error_status(error: &lockfile_postgres::Error) -> u8 {
 /// URL's password.
 pub fn db_failure(error: &lockfile_postgres::Error) -> Failure {
     Failure::new(db_error_status(error), anyhow::anyhow!("{error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_commands_help_lists_its_statuses_from_the_constants() {
+        let exec = statuses_help("exec");
+        for status in [USAGE, IOERR, TEMPFAIL, LOCK_LOST, NOT_EXECUTABLE, NOT_FOUND] {
+            assert!(
+                exec.contains(&format!("  {status:>3}  ")),
+                "{status}: {exec}"
+            );
+        }
+        assert!(!exec.contains(&format!("  {TRAPPED}  ")), "{exec}");
+        let inspect = statuses_help("inspect");
+        assert!(
+            inspect.starts_with("Exit statuses:\n    0  success\n"),
+            "{inspect}"
+        );
+        assert!(!inspect.contains(&format!("  {TEMPFAIL}  ")), "{inspect}");
+    }
 }

@@ -13,7 +13,7 @@ mod run;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// zc.lockfile's lock files from the command line: run a command, or a
 /// WebAssembly plugin, while holding an exclusive lock that records its holder.
@@ -37,7 +37,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // Each command's --help ends with its exit statuses, from `exit`'s
+    // constants.
+    let mut command = Cli::command();
+    for name in ["run", "exec", "inspect", "compile"] {
+        command =
+            command.mut_subcommand(name, |sub| sub.after_long_help(exit::statuses_help(name)));
+    }
+    let parsed = command
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches));
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(error) => {
             let _ = error.print();

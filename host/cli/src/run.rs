@@ -33,16 +33,13 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// interface.
 ///
 /// Exits with the plugin's status (any of 0-255 through wasi:cli's
-/// exit-with-code, e.g. `lockfile_guest::exit(75)`); 64 for bad flags
-/// (nothing is touched), 65 for a plugin file that cannot run, 74 for I/O
-/// errors, 75 if --singleton is held, 124 if --timeout ran out, 134 if the
-/// plugin trapped (a limit included).
+/// exit-with-code, e.g. `lockfile_guest::exit(75)`), or one of the statuses
+/// listed below.
 ///
 /// With --lock-db (or LOCKFILE_DB), the plugin's locks and --singleton are
 /// PostgreSQL advisory locks named by their paths, and there is no lock
 /// directory (nor /locks); the plugin cannot tell otherwise. If --singleton's
-/// lock is lost while the plugin runs, the plugin is stopped and this exits
-/// 76.
+/// lock is lost while the plugin runs, the plugin is stopped.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The directory the plugin's lock paths are relative to (created if
@@ -55,7 +52,7 @@ pub struct RunArgs {
     name: Option<String>,
 
     /// Hold this lock (a file name in the lock directory) for the whole run;
-    /// if it stays held, exit 75 without starting the plugin.
+    /// if it stays held, exit without starting the plugin.
     #[arg(long, value_name = "LOCKNAME")]
     singleton: Option<String>,
 
