@@ -13,7 +13,7 @@
 //! made 0700, entries 0600 through a temporary file and a rename.
 //!
 //! On Windows the cache is not used: ownership and ACLs are not checked there.
-//! Every lookup and store there is [`CacheError::Unsupported`], so the rest of
+//! Every lookup and store there is `CacheError::Unsupported`, so the rest of
 //! this module is unused on Windows.
 #![cfg_attr(not(unix), allow(dead_code))]
 
