@@ -876,9 +876,8 @@ fn a_plugin_exits_with_the_status_it_asks_for() {
 /// other on the same files with the same records.
 mod dir_backend {
     use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
 
-    use lockfile_core::LockBackend;
+    use lockfile_core::{LockBackend, block_on};
     use lockfile_host::DirBackend;
     use lockfile_tests::run_with;
 
@@ -930,24 +929,6 @@ mod dir_backend {
             &["lock", "../x", "x", "0"],
         );
         assert!(out.lines()[0].starts_with("error not permitted"), "{out:?}");
-    }
-
-    /// Polls `future` to its end on this thread.
-    fn block_on<T>(mut future: lockfile_core::BackendFuture<T>) -> T {
-        struct Unpark(std::thread::Thread);
-        impl Wake for Unpark {
-            fn wake(self: Arc<Self>) {
-                self.0.unpark();
-            }
-        }
-        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-        let mut cx = Context::from_waker(&waker);
-        loop {
-            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-                return output;
-            }
-            std::thread::park();
-        }
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::backend::Inspection;
 use crate::{
-    Attempt, BackendFuture, BackendLock, Error, LockBackend, LockFile, LockOptions,
-    open_for_locking, read_content,
+    BackendFuture, BackendLock, Error, LockBackend, LockFile, LockOptions, open_for_locking,
+    read_content,
 };
 
 /// Lock files by path, as a [`LockBackend`]: a lock's name is its path,
@@ -18,7 +18,7 @@ use crate::{
 /// A one-try acquire is made in line, with no thread and no runtime, and
 /// [`acquire_blocking`](LockBackend::acquire_blocking) waits on the calling
 /// thread; an [`acquire`](LockBackend::acquire) that must wait does so on a
-/// thread of its own ([`PendingLock::wait_on_thread`](crate::PendingLock::wait_on_thread)).
+/// thread of its own ([`PendingLock::acquire`](crate::PendingLock::acquire)).
 /// Names are used as paths as they are: this backend is for the user's own
 /// paths (the command line), not a plugin's, which lockfile-host confines.
 #[derive(Debug, Clone, Default)]
@@ -55,18 +55,13 @@ impl LockBackend for FileBackend {
         wait: Duration,
     ) -> BackendFuture<Result<Box<dyn BackendLock>, Error>> {
         let path = self.path(name);
-        let first_try = LockOptions::rendered(content.as_deref())
+        let prepared = LockOptions::rendered(content.as_deref())
             .wait(wait)
-            .prepare(name, || open_for_locking(&path))
-            .and_then(|pending| pending.try_lock());
-        let pending = match first_try {
-            Ok(Attempt::Taken(lock)) => return ready(Ok(Box::new(lock))),
-            Ok(Attempt::Held(pending)) if !wait.is_zero() => pending,
-            Ok(Attempt::Held(pending)) => return ready(Err(pending.into_error())),
-            Err(error) => return ready(Err(error)),
-        };
-        let waiting = pending.wait_on_thread();
-        Box::pin(async move { Ok(Box::new(waiting.await?) as Box<dyn BackendLock>) })
+            .prepare(name, || open_for_locking(&path));
+        match prepared {
+            Ok(pending) => pending.acquire(),
+            Err(error) => ready(Err(error)),
+        }
     }
 
     fn acquire_blocking(

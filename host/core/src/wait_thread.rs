@@ -7,9 +7,26 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use crate::{Attempt, BackendFuture, Error, LockFile, PendingLock, WaitSchedule, sleep_or_watch};
+use crate::{
+    Attempt, BackendFuture, BackendLock, Error, LockFile, PendingLock, WaitSchedule, sleep_or_watch,
+};
 
 impl PendingLock {
+    /// A [`LockBackend::acquire`](crate::LockBackend::acquire) of this lock
+    /// file: one try in line (a ready future, with no thread, if it decides),
+    /// then, if the options asked to wait, [`wait_on_thread`](Self::wait_on_thread).
+    pub fn acquire(self) -> BackendFuture<Result<Box<dyn BackendLock>, Error>> {
+        let ready = |outcome| -> BackendFuture<_> { Box::pin(std::future::ready(outcome)) };
+        let pending = match self.try_lock() {
+            Ok(Attempt::Taken(lock)) => return ready(Ok(Box::new(lock) as Box<dyn BackendLock>)),
+            Ok(Attempt::Held(pending)) if !pending.wait_limit().is_zero() => pending,
+            Ok(Attempt::Held(pending)) => return ready(Err(pending.into_error())),
+            Err(error) => return ready(Err(error)),
+        };
+        let waiting = pending.wait_on_thread();
+        Box::pin(async move { Ok(Box::new(waiting.await?) as Box<dyn BackendLock>) })
+    }
+
     /// Waits for the lock, for as long as the options asked, on a new thread
     /// that only ever makes non-blocking tries and stops trying once the
     /// future is dropped, so a waiter that gave up never takes the lock late.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cap_std::fs::Dir;
 use lockfile_core::{
-    Attempt, BackendFuture, BackendLock, Error, Inspection, LockBackend, LockOptions, PendingLock,
+    BackendFuture, BackendLock, Error, Inspection, LockBackend, LockOptions, PendingLock,
 };
 
 use crate::ctx::open_dir;
@@ -20,7 +20,7 @@ use crate::sandbox::{self, FileBudget};
 /// an OS lock on that file with zc.lockfile's record, exactly as
 /// [`LockfileCtx::builder`](crate::LockfileCtx::builder) takes them. Waits
 /// run on a thread of their own, one per waiting acquisition
-/// ([`PendingLock::wait_on_thread`]).
+/// ([`PendingLock::acquire`]).
 #[derive(Debug, Clone)]
 pub struct DirBackend {
     dir: Arc<Dir>,
@@ -85,17 +85,10 @@ impl LockBackend for DirBackend {
         content: Option<String>,
         wait: Duration,
     ) -> BackendFuture<Result<Box<dyn BackendLock>, Error>> {
-        let first_try = self
-            .prepare(name, content, wait)
-            .and_then(PendingLock::try_lock);
-        let pending = match first_try {
-            Ok(Attempt::Taken(lock)) => return ready(Ok(Box::new(lock))),
-            Ok(Attempt::Held(pending)) if !wait.is_zero() => pending,
-            Ok(Attempt::Held(pending)) => return ready(Err(pending.into_error())),
-            Err(error) => return ready(Err(error)),
-        };
-        let waiting = pending.wait_on_thread();
-        Box::pin(async move { Ok(Box::new(waiting.await?) as Box<dyn BackendLock>) })
+        match self.prepare(name, content, wait) {
+            Ok(pending) => pending.acquire(),
+            Err(error) => ready(Err(error)),
+        }
     }
 
     fn read_content(&self, name: &str) -> BackendFuture<Result<Option<String>, Error>> {
