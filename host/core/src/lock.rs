@@ -95,6 +95,8 @@ impl Drop for LockFile {
 #[derive(Debug, Clone)]
 pub struct LockOptions {
     template: Option<Cow<'static, str>>,
+    /// The template is content already rendered, written as it is.
+    rendered: bool,
     wait: Duration,
     log_failures: bool,
     fields: Vec<(String, String)>,
@@ -112,6 +114,7 @@ impl LockOptions {
     pub fn new() -> Self {
         Self {
             template: Some(Cow::Borrowed("{pid}")),
+            rendered: false,
             wait: Duration::ZERO,
             log_failures: false,
             fields: Vec::new(),
@@ -123,6 +126,7 @@ impl LockOptions {
     /// and those added with [`field`](Self::field); `{{` and `}}` are braces.
     pub fn content_template(mut self, template: impl Into<String>) -> Self {
         self.template = Some(Cow::Owned(template.into()));
+        self.rendered = false;
         self
     }
 
@@ -130,12 +134,10 @@ impl LockOptions {
     /// content): for backends, which receive the content already rendered
     /// ([`render_content`](Self::render_content)).
     pub fn rendered(content: Option<&str>) -> Self {
-        match content {
-            Some(content) => {
-                Self::new().content_template(content.replace('{', "{{").replace('}', "}}"))
-            }
-            None => Self::new().no_content(),
-        }
+        let mut options = Self::new();
+        options.template = content.map(|content| Cow::Owned(content.to_owned()));
+        options.rendered = true;
+        options
     }
 
     /// Locks without writing anything, as zc.lockfile's `SimpleLockFile` does:
@@ -199,28 +201,7 @@ impl LockOptions {
         path: impl Into<PathBuf>,
         open: impl FnOnce() -> io::Result<File>,
     ) -> Result<LockFile, Error> {
-        let mut pending = self.prepare(path, open)?;
-        if self.wait.is_zero() {
-            return match pending.try_lock()? {
-                Attempt::Taken(lock) => Ok(lock),
-                Attempt::Held(pending) => Err(pending.into_error()),
-            };
-        }
-        // Only non-blocking tries, all on this thread: once this returns, the
-        // waiter can no longer take the lock (see the `wait` module). The watch
-        // exists before the first try, so a release right after it is seen.
-        let mut watch = pending.release_watch().ok();
-        let mut schedule = WaitSchedule::new(self.wait);
-        loop {
-            pending = match pending.try_lock()? {
-                Attempt::Taken(lock) => return Ok(lock),
-                Attempt::Held(pending) => pending,
-            };
-            let Some(sleep) = schedule.next_sleep() else {
-                return Err(pending.into_error());
-            };
-            sleep_or_watch(&mut watch, sleep);
-        }
+        self.prepare(path, open)?.lock()
     }
 
     /// Checks the template and renders the content, then opens the file with
@@ -263,6 +244,12 @@ impl LockOptions {
             return Ok(None);
         };
         TemplateError::check_len(template)?;
+        if self.rendered {
+            // Checked as the record of the template it was rendered from.
+            let record = format!(" {template}\n");
+            TemplateError::check_record(template, &record)?;
+            return Ok(Some(record));
+        }
         let extended: Vec<&str>;
         let known: &[&str] = if self.fields.is_empty() {
             &BUILTIN_FIELDS
@@ -339,6 +326,33 @@ pub enum Attempt {
 }
 
 impl PendingLock {
+    /// Takes the lock with one try, or waits as long as the options asked,
+    /// sleeping on the calling thread between tries.
+    pub fn lock(self) -> Result<LockFile, Error> {
+        let mut pending = self;
+        if pending.wait.is_zero() {
+            return match pending.try_lock()? {
+                Attempt::Taken(lock) => Ok(lock),
+                Attempt::Held(pending) => Err(pending.into_error()),
+            };
+        }
+        // Only non-blocking tries, all on this thread: once this returns, the
+        // waiter can no longer take the lock (see the `wait` module). The watch
+        // exists before the first try, so a release right after it is seen.
+        let mut watch = pending.release_watch().ok();
+        let mut schedule = WaitSchedule::new(pending.wait);
+        loop {
+            pending = match pending.try_lock()? {
+                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Held(pending) => pending,
+            };
+            let Some(sleep) = schedule.next_sleep() else {
+                return Err(pending.into_error());
+            };
+            sleep_or_watch(&mut watch, sleep);
+        }
+    }
+
     /// One non-blocking try. On success writes the content at offset 0,
     /// truncates after it and returns the lock; if writing fails the lock is
     /// released and the error returned, so no half-made lock stays behind.
@@ -398,7 +412,7 @@ impl PendingLock {
     }
 
     /// How long the options asked to wait.
-    pub(crate) fn wait_limit(&self) -> Duration {
+    pub fn wait_limit(&self) -> Duration {
         self.wait
     }
 

@@ -8,6 +8,7 @@ use cap_std::fs::Dir;
 use lockfile_core::LockBackend;
 use wasmtime::component::ResourceTable;
 
+use crate::DirBackend;
 use crate::sandbox::FileBudget;
 
 /// What one plugin instance may lock: its lock directory, its name, its limits.
@@ -16,13 +17,12 @@ use crate::sandbox::FileBudget;
 /// [`LockfileCtx::builder`].
 #[derive(Debug)]
 pub struct LockfileCtx {
-    pub(crate) place: Place,
+    pub(crate) backend: Arc<dyn LockBackend>,
     pub(crate) plugin: String,
     pub(crate) max_locks: u32,
     pub(crate) max_wait: Option<Duration>,
     pub(crate) log_failures: bool,
     pub(crate) hostname: Option<String>,
-    pub(crate) reactor: Option<tokio::runtime::Handle>,
     pub(crate) live_locks: u32,
     pub(crate) files: FileBudget,
 }
@@ -41,9 +41,10 @@ impl LockfileCtx {
     }
 
     /// Starts a context whose plugin's locks live in `backend` (a database,
-    /// or [`DirBackend`](crate::DirBackend)'s lock files, for hosts that
-    /// choose their backend at run time): the plugin's paths are the locks' names,
-    /// under the same path rules, and the plugin cannot tell the difference.
+    /// or [`DirBackend`](crate::DirBackend)'s lock files, which is what
+    /// [`builder`](Self::builder) serves): the plugin's paths are the locks'
+    /// names, under the same path rules, and the plugin cannot tell the
+    /// difference.
     /// [`max_lock_files`](LockfileCtxBuilder::max_lock_files) bounds the
     /// names it may create there (the backend keeps every name).
     pub fn builder_for_backend(backend: Arc<dyn LockBackend>) -> LockfileCtxBuilder {
@@ -86,18 +87,6 @@ impl LockfileCtx {
 enum LockDir {
     Path(PathBuf),
     Open(Dir),
-    Backend(Arc<dyn LockBackend>),
-}
-
-/// Where a plugin's locks live.
-///
-/// A lock directory given to the builder is served by this crate's code in
-/// line (confined by cap-std, with its file budget, and waits that sleep on
-/// the caller's own thread or runtime); every backend, [`crate::DirBackend`]
-/// (the same lock files behind the trait) included, through [`LockBackend`].
-#[derive(Debug)]
-pub(crate) enum Place {
-    Dir(Dir),
     Backend(Arc<dyn LockBackend>),
 }
 
@@ -166,12 +155,13 @@ impl LockfileCtxBuilder {
     }
 
     /// Lets async waits ([`add_to_linker_async`](crate::add_to_linker_async))
-    /// watch for the release with `runtime`'s I/O driver, which must be
-    /// enabled (`enable_io` or `enable_all` on its builder: tokio panics
-    /// otherwise). By default they use a reactor thread of this crate's own,
-    /// which works on any runtime but adds a thread wake-up to each handover
-    /// (about 70 µs on a 2-core VM, measured by `compare`'s cross-process
-    /// handover). Synchronous waits are not affected.
+    /// in the lock directory watch for the release with `runtime`'s I/O
+    /// driver, which must be enabled (`enable_io` or `enable_all` on its
+    /// builder: tokio panics otherwise), as [`DirBackend::reactor`] does. By
+    /// default they use a reactor thread of this crate's own, which works on
+    /// any runtime but adds a thread wake-up to each handover (the README's
+    /// benchmarks say how much). Synchronous waits, and backends given to
+    /// [`LockfileCtx::builder_for_backend`], are not affected.
     pub fn reactor(mut self, runtime: tokio::runtime::Handle) -> Self {
         self.reactor = Some(runtime);
         self
@@ -179,19 +169,26 @@ impl LockfileCtxBuilder {
 
     /// Opens the lock directory. Fails if it is missing or not a directory.
     pub fn build(self) -> io::Result<LockfileCtx> {
-        let place = match self.lock_dir {
-            LockDir::Path(path) => Place::Dir(open_dir(&path)?),
-            LockDir::Open(dir) => Place::Dir(dir),
-            LockDir::Backend(backend) => Place::Backend(backend),
+        let in_dir = |dir| {
+            let backend = DirBackend::new(dir);
+            let backend = match &self.reactor {
+                Some(runtime) => backend.reactor(runtime.clone()),
+                None => backend,
+            };
+            Arc::new(backend) as Arc<dyn LockBackend>
+        };
+        let backend = match self.lock_dir {
+            LockDir::Path(path) => in_dir(open_dir(&path)?),
+            LockDir::Open(dir) => in_dir(dir),
+            LockDir::Backend(backend) => backend,
         };
         Ok(LockfileCtx {
-            place,
+            backend,
             plugin: self.plugin,
             max_locks: self.max_locks,
             max_wait: self.max_wait,
             log_failures: self.log_failures,
             hostname: self.hostname,
-            reactor: self.reactor,
             live_locks: 0,
             files: FileBudget::new(self.max_lock_files),
         })

@@ -1,6 +1,8 @@
-//! The lock directory as a [`LockBackend`]: the same lock files, confined the
-//! same way, behind the boundary the database backend implements, for hosts
-//! that pick their backend at run time and hold it as `Arc<dyn LockBackend>`.
+//! The lock directory as a [`LockBackend`]: lock files beneath one directory,
+//! confined by cap-std as a plugin's paths are. It is what
+//! [`LockfileCtx::builder`](crate::LockfileCtx::builder) serves a plugin's
+//! locks from, and hosts that pick their backend at run time hold it as
+//! `Arc<dyn LockBackend>`.
 
 use std::io;
 use std::path::Path;
@@ -9,21 +11,25 @@ use std::time::Duration;
 
 use cap_std::fs::Dir;
 use lockfile_core::{
-    BackendFuture, BackendLock, Error, Inspection, LockBackend, LockOptions, PendingLock,
+    Attempt, BackendFuture, BackendLock, Error, Inspection, LockBackend, LockOptions, PendingLock,
 };
 
 use crate::ctx::open_dir;
-use crate::sandbox::{self, FileBudget};
+use crate::{async_wait, sandbox};
 
 /// Lock files in one directory, as a [`LockBackend`]: a name is a lock path
-/// beneath it, resolved by cap-std as a plugin's paths are, and each lock is
-/// an OS lock on that file with zc.lockfile's record, exactly as
-/// [`LockfileCtx::builder`](crate::LockfileCtx::builder) takes them. Waits
-/// run on a thread of their own, one per waiting acquisition
-/// ([`PendingLock::acquire`]).
+/// beneath it, resolved by cap-std (paths that lead outside are refused), and
+/// each lock is an OS lock on that file with zc.lockfile's record.
+///
+/// One try is made in line, with no thread and no runtime;
+/// [`acquire_blocking`](LockBackend::acquire_blocking) waits on the calling
+/// thread, and an [`acquire`](LockBackend::acquire) that must wait sleeps on
+/// the tokio runtime it is called on (or this crate's reactor thread), never
+/// blocking it.
 #[derive(Debug, Clone)]
 pub struct DirBackend {
     dir: Arc<Dir>,
+    reactor: Option<tokio::runtime::Handle>,
 }
 
 impl DirBackend {
@@ -34,7 +40,18 @@ impl DirBackend {
 
     /// Locks beneath a directory the host has already opened.
     pub fn new(dir: Dir) -> Self {
-        Self { dir: Arc::new(dir) }
+        Self {
+            dir: Arc::new(dir),
+            reactor: None,
+        }
+    }
+
+    /// Registers the release watches of async waits with `runtime`'s I/O
+    /// driver rather than this crate's reactor thread (see
+    /// [`LockfileCtxBuilder::reactor`](crate::LockfileCtxBuilder::reactor)).
+    pub fn reactor(mut self, runtime: tokio::runtime::Handle) -> Self {
+        self.reactor = Some(runtime);
+        self
     }
 
     /// The checks and the open of an acquisition, before any try.
@@ -45,34 +62,32 @@ impl DirBackend {
         wait: Duration,
     ) -> Result<PendingLock, Error> {
         check_name(name)?;
-        // The wait is named in a `TimedOut`; the waiting is `acquire`'s.
+        // The wait is named in a `TimedOut`; the waiting is the caller's.
         let options = LockOptions::rendered(content.as_deref()).wait(wait);
-        // Hosts bound new names themselves, through `exists`.
-        let mut unbounded = FileBudget::new(u32::MAX);
         let dir: &Dir = &self.dir;
         options
-            .prepare(name, || {
-                sandbox::open_for_locking(dir, name, &mut unbounded)
-            })
+            .prepare(name, || sandbox::open_for_locking(dir, name))
             .map_err(|error| escape_as_io(name, error))
     }
 }
 
-fn io_error(name: &str, kind: io::ErrorKind, message: String) -> Error {
+fn io_error(name: &str, source: io::Error) -> Error {
     Error::Io {
         operation: "lock",
         path: name.into(),
-        source: io::Error::new(kind, message),
+        source,
     }
 }
 
 /// A path cap-std refused for leading outside, said so.
 fn escape_as_io(name: &str, error: Error) -> Error {
     match error {
-        Error::Io { ref source, .. } if sandbox::is_escape(source) => io_error(
+        Error::Io { ref source, .. } if sandbox::is_cap_std_escape(source) => io_error(
             name,
-            io::ErrorKind::PermissionDenied,
-            sandbox::escape_message(name),
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                sandbox::Escape(name.to_owned()),
+            ),
         ),
         other => other,
     }
@@ -85,10 +100,24 @@ impl LockBackend for DirBackend {
         content: Option<String>,
         wait: Duration,
     ) -> BackendFuture<Result<Box<dyn BackendLock>, Error>> {
-        match self.prepare(name, content, wait) {
-            Ok(pending) => pending.acquire(),
-            Err(error) => ready(Err(error)),
-        }
+        let pending = match self.prepare(name, content, wait).map(PendingLock::try_lock) {
+            Ok(Ok(Attempt::Taken(lock))) => return ready(Ok(Box::new(lock))),
+            Ok(Ok(Attempt::Held(pending))) if !wait.is_zero() => pending,
+            Ok(Ok(Attempt::Held(pending))) => return ready(Err(pending.into_error())),
+            Ok(Err(error)) | Err(error) => return ready(Err(error)),
+        };
+        let waiting = async_wait::wait(pending, self.reactor.as_ref());
+        Box::pin(async move { Ok(Box::new(waiting.await?) as Box<dyn BackendLock>) })
+    }
+
+    fn acquire_blocking(
+        &self,
+        name: &str,
+        content: Option<String>,
+        wait: Duration,
+    ) -> Result<Box<dyn BackendLock>, Error> {
+        let lock = self.prepare(name, content, wait)?.lock()?;
+        Ok(Box::new(lock))
     }
 
     fn read_content(&self, name: &str) -> BackendFuture<Result<Option<String>, Error>> {
@@ -119,8 +148,12 @@ impl LockBackend for DirBackend {
 
 /// The lock path rules, as an acquisition's error.
 fn check_name(name: &str) -> Result<(), Error> {
-    lockfile_core::check_lock_path(name)
-        .map_err(|error| io_error(name, io::ErrorKind::InvalidInput, error.to_string()))
+    lockfile_core::check_lock_path(name).map_err(|error| {
+        io_error(
+            name,
+            io::Error::new(io::ErrorKind::InvalidInput, error.to_string()),
+        )
+    })
 }
 
 fn ready<T: Send + 'static>(value: T) -> BackendFuture<T> {

@@ -79,6 +79,7 @@ use {tempfile as _, wasmtime_wasi as _};
 #[cfg(not(target_os = "linux"))]
 use log as _;
 
+mod async_wait;
 pub mod bindings;
 mod ctx;
 mod dir_backend;

@@ -23,12 +23,33 @@ pub(crate) fn refuse(path: &str) -> Option<String> {
 /// Whether cap-std refused `error` because the path leads outside the
 /// directory: it reports that as PermissionDenied without an OS error code,
 /// unlike a real EACCES.
-pub(crate) fn is_escape(error: &io::Error) -> bool {
+pub(crate) fn is_cap_std_escape(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::PermissionDenied && error.raw_os_error().is_none()
 }
 
-pub(crate) fn escape_message(path: &str) -> String {
-    format!("'{path}' leads outside the lock directory (through a symbolic link)")
+/// A path refused for leading outside the lock directory: the source of the
+/// [`io::Error`] [`crate::DirBackend`] reports, so that the interface can
+/// tell it from other errors and answer `not-permitted`.
+#[derive(Debug)]
+pub(crate) struct Escape(pub(crate) String);
+
+impl std::fmt::Display for Escape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "'{}' leads outside the lock directory (through a symbolic link)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Escape {}
+
+/// The escape `error` reports, if it is one.
+pub(crate) fn escape(error: &io::Error) -> Option<&Escape> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Escape>())
 }
 
 /// How many lock files a plugin instance may still create: it bounds what a
@@ -80,8 +101,7 @@ impl FileBudget {
     }
 }
 
-/// The error `open_for_locking` gives when the budget is spent, recognised
-/// by [`is_creation_limit`].
+/// A spent [`FileBudget`], as the plugin is told.
 #[derive(Debug)]
 pub(crate) struct CreationLimit(u32);
 
@@ -95,37 +115,15 @@ impl std::fmt::Display for CreationLimit {
     }
 }
 
-impl std::error::Error for CreationLimit {}
-
-/// Whether `error` is the spent budget of `open_for_locking`, and its message.
-pub(crate) fn is_creation_limit(error: &io::Error) -> Option<String> {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<CreationLimit>())
-        .map(ToString::to_string)
-}
-
-/// Opens `path` beneath `dir` for locking: read-write, never truncated,
-/// close-on-exec, never blocking (a FIFO in its place is an error, not a
-/// hang). An existing file is opened as it is; a missing one is created only
-/// while `budget` allows, and counted.
-pub(crate) fn open_for_locking(dir: &Dir, path: &str, budget: &mut FileBudget) -> io::Result<File> {
+/// Opens `path` beneath `dir` for locking: read-write, created if missing,
+/// never truncated, close-on-exec, never blocking (a FIFO in its place is an
+/// error, not a hang).
+pub(crate) fn open_for_locking(dir: &Dir, path: &str) -> io::Result<File> {
     let mut options = OpenOptions::new();
-    options.read(true).write(true);
+    options.read(true).write(true).create(true);
     nonblocking(&mut options);
-    match dir.open_with(path, &options) {
-        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-        opened => return opened.map(cap_std::fs::File::into_std),
-    }
-    if budget.created >= budget.max {
-        return Err(io::Error::other(CreationLimit(budget.max)));
-    }
-    // Created here, or by a racing process in between: count it either way,
-    // so the limit errs on the safe side.
-    options.create(true);
-    let file = dir.open_with(path, &options)?;
-    budget.created += 1;
-    Ok(file.into_std())
+    dir.open_with(path, &options)
+        .map(cap_std::fs::File::into_std)
 }
 
 /// Opens `path` beneath `dir` for reading, without blocking.

@@ -88,9 +88,7 @@ macro_rules! implement {
             }
 
             fn release(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
-                if let Some(lock) = self.lock_mut(&handle)?.lock.take() {
-                    lock.release();
-                }
+                self.lock_mut(&handle)?.release();
                 Ok(())
             }
 
