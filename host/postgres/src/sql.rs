@@ -40,19 +40,21 @@ CREATE TRIGGER {TABLE}_keep BEFORE DELETE OR UPDATE OF namespace, name, key ON {
     )
 }
 
-/// Takes the lock with one try and, in the same statement, records the holder
-/// and issues the next fencing token. Returns whether the lock was taken, the
-/// token (NULL if the lock was not taken, or if the name no longer maps to
-/// the key: never, unless the table was edited by hand), and the holder's
-/// record as it stood before the statement (for the `Locked` error).
+/// What both lock statements do once their `attempt` has run: if it took
+/// the lock, record the holder and issue the next fencing token, in the same
+/// statement. Selects whether the lock was taken, the token (NULL if the lock
+/// was not taken, or if the name no longer maps to the key: never, unless the
+/// table was edited by hand), and the holder's record as it stood before the
+/// statement (for the `Locked` error).
 ///
-/// The update runs only if the try succeeded (the InitPlan on `attempt` is
+/// The update runs only if the lock was taken (the InitPlan on `attempt` is
 /// evaluated once, before any row), so a failed try writes nothing.
 ///
 /// Parameters: key, namespace, name, record (NULL keeps the last one, as a
 /// lock file without content keeps its bytes).
-pub(crate) const TRY_LOCK: &str = "
-WITH attempt AS MATERIALIZED (SELECT pg_try_advisory_lock($1) AS ok),
+macro_rules! take_and_record {
+    () => {
+        "
 taken AS (
     UPDATE lockfile_locks
        SET token = GREATEST(token + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
@@ -62,24 +64,26 @@ taken AS (
      WHERE (SELECT ok FROM attempt) AND namespace = $2 AND name = $3 AND key = $1
  RETURNING token)
 SELECT (SELECT ok FROM attempt), (SELECT token FROM taken),
-       (SELECT holder FROM lockfile_locks WHERE namespace = $2 AND name = $3)";
+       (SELECT holder FROM lockfile_locks WHERE namespace = $2 AND name = $3)"
+    };
+}
+
+/// Takes the lock with one try (parameters and result: `take_and_record!`).
+pub(crate) const TRY_LOCK: &str = concat!(
+    "
+WITH attempt AS MATERIALIZED (SELECT pg_try_advisory_lock($1) AS ok),",
+    take_and_record!()
+);
 
 /// [`TRY_LOCK`] that waits in the server's queue for the lock, at most `$5`
 /// (a `lock_timeout` value, local to this statement's transaction): SQLSTATE
 /// 55P03 when it runs out. The same bound covers the row update.
-pub(crate) const WAIT_LOCK: &str = "
+pub(crate) const WAIT_LOCK: &str = concat!(
+    "
 WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', $5, true) AS setting),
-attempt AS MATERIALIZED (SELECT pg_advisory_lock($1)::text IS NOT NULL AS ok FROM timeout),
-taken AS (
-    UPDATE lockfile_locks
-       SET token = GREATEST(token + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
-           holder = COALESCE($4, holder),
-           backend_pid = pg_backend_pid(),
-           acquired_at = now()
-     WHERE (SELECT ok FROM attempt) AND namespace = $2 AND name = $3 AND key = $1
- RETURNING token)
-SELECT (SELECT ok FROM attempt), (SELECT token FROM taken),
-       (SELECT holder FROM lockfile_locks WHERE namespace = $2 AND name = $3)";
+attempt AS MATERIALIZED (SELECT pg_advisory_lock($1)::text IS NOT NULL AS ok FROM timeout),",
+    take_and_record!()
+);
 
 /// Parameter: key.
 pub(crate) const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
