@@ -66,21 +66,16 @@ impl Error {
     }
 
     /// A database failure during `operation` on the lock `name` (or on the
-    /// database itself, when `name` is its URL).
+    /// database itself, when `name` is its URL). The tokio-postgres error
+    /// stays the cause ([`DbFailure`]), with its SQLSTATE.
     pub(crate) fn db(
         operation: &'static str,
         name: &str,
         url: &str,
-        error: &tokio_postgres::Error,
+        error: tokio_postgres::Error,
     ) -> Self {
-        Self::io(
-            operation,
-            name,
-            io::Error::new(
-                kind(error),
-                format!("lock database {url}: {}", describe(error)),
-            ),
-        )
+        let message = format!("lock database {url}: {}", describe(&error));
+        Self::io(operation, name, DbFailure::into_io(message, error))
     }
 
     pub(crate) fn io(operation: &'static str, name: &str, source: io::Error) -> Self {
@@ -89,6 +84,41 @@ impl Error {
             path: name.into(),
             source,
         })
+    }
+}
+
+/// A database failure, said in one line (the server's message, or what
+/// failed and why), that keeps the tokio-postgres error as its
+/// [`source`](std::error::Error::source): callers reach its SQLSTATE
+/// ([`tokio_postgres::Error::code`]) and its causes by walking the chain.
+#[derive(Debug)]
+pub struct DbFailure {
+    message: String,
+    error: tokio_postgres::Error,
+}
+
+impl DbFailure {
+    /// An [`io::Error`] of the kind `error` maps to, whose inner error says
+    /// `message` and keeps `error` as its cause.
+    pub(crate) fn into_io(message: String, error: tokio_postgres::Error) -> io::Error {
+        io::Error::new(kind(&error), Self { message, error })
+    }
+
+    /// The SQLSTATE the server answered with, if it answered.
+    pub fn code(&self) -> Option<&tokio_postgres::error::SqlState> {
+        self.error.code()
+    }
+}
+
+impl std::fmt::Display for DbFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for DbFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 

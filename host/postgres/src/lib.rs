@@ -117,7 +117,7 @@ mod sql;
 mod tls;
 mod url;
 
-pub use error::Error;
+pub use error::{DbFailure, Error};
 pub use lock::PgLock;
 pub use locker::{Builder, Inspection, PgLocker};
 pub use sql::ADVISORY_KEY_BASE;

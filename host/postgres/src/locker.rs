@@ -7,7 +7,7 @@ use tokio::time::timeout;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
-use crate::error::describe;
+use crate::error::{DbFailure, describe};
 use crate::lock::PgLock;
 use crate::pool::{Inner, Settings, open_timeout};
 use crate::record;
@@ -194,144 +194,182 @@ impl PgLocker {
         if let Some(content) = &content {
             record::check_content(name, content)?;
         }
-        let inner = &self.inner;
+        let request = Request {
+            name,
+            lock_name: &lock_name,
+            content: &content,
+            wait,
+        };
         let mut stale_retries = 0;
         let mut remaps = 0;
         loop {
-            let key = self.key(name, &lock_name).await?;
-            let (session, pooled) = inner
-                .take_session()
-                .await
-                .map_err(|error| open_error("lock", name, &inner.url, error))?;
-            let mut flight = InFlight {
-                session: Some(session),
-                inner: inner.clone(),
-            };
-            let session = flight.session.as_ref().expect("just set");
-            let stmts = &session.stmts;
-            let namespace = &inner.namespace;
-            // The server answers within the wait; beyond it and the
-            // heartbeat timeout, it is not answering.
-            let limit = wait.checked_add(inner.settings.heartbeat_timeout);
-            let reply = if wait.is_zero() {
-                let params: [&(dyn ToSql + Sync); 4] = [&key, namespace, &lock_name, &content];
-                let query = session.client.query_one(&stmts.try_lock, &params);
-                timeout(inner.settings.heartbeat_timeout, query).await
-            } else {
-                let lock_timeout = lock_timeout(wait);
-                let params: [&(dyn ToSql + Sync); 5] =
-                    [&key, namespace, &lock_name, &content, &lock_timeout];
-                let query = session.client.query_one(&stmts.wait_lock, &params);
-                match limit {
-                    Some(limit) => timeout(limit, query).await,
-                    None => Ok(query.await),
-                }
-            };
-            let row = match reply {
-                Ok(Ok(row)) => row,
-                Ok(Err(error))
-                    if error.code()
-                        == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
-                {
-                    // The wait ran out on the server. It may have granted the
-                    // lock in that same instant (PostgreSQL then reports the
-                    // timeout and keeps the lock): clear the session before
-                    // saying so.
-                    let session = flight.land();
-                    let params: [&(dyn ToSql + Sync); 2] = [namespace, &lock_name];
-                    let cleared = timeout(
-                        inner.settings.heartbeat_timeout,
-                        session.client.query_one(&session.stmts.clear, &params),
-                    )
-                    .await;
-                    let holder = match cleared {
-                        Ok(Ok(row)) => {
-                            inner.put(session);
-                            row.get::<_, Option<String>>(1)
-                        }
-                        // Closing the session frees whatever it held.
-                        _ => None,
-                    };
-                    return Err(lockfile_core::Error::TimedOut {
-                        path: name.into(),
-                        holder: nonempty(holder),
-                        waited: wait,
-                    }
-                    .into());
-                }
-                Ok(Err(error)) => {
-                    let session = flight.land();
-                    let stale = error.is_closed() || !session.alive();
-                    // Dropping the session closes it, freeing anything it held.
-                    drop(session);
-                    if stale && pooled && stale_retries == 0 {
-                        // A pooled session the server had ended (a restart):
-                        // nothing was taken; try once on a new one.
-                        stale_retries += 1;
-                        continue;
-                    }
-                    return Err(Error::db("lock", name, &inner.url.shown, &error));
-                }
-                Err(_) => {
-                    // No answer: `flight` cancels the statement as it drops.
+            match self.attempt(&request).await? {
+                Attempt::Taken(lock) => return Ok(lock),
+                // A pooled session the server had ended (a restart): nothing
+                // was taken; try once on a new one.
+                Attempt::StaleSession(_) if stale_retries == 0 => stale_retries += 1,
+                Attempt::StaleSession(error) => return Err(error),
+                Attempt::Remapped if remaps < 2 => remaps += 1,
+                Attempt::Remapped => {
                     return Err(Error::io(
                         "lock",
                         name,
-                        io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            format!(
-                                "lock database {}: no answer within {:?}",
-                                inner.url.shown,
-                                limit.unwrap_or(Duration::MAX)
-                            ),
-                        ),
+                        io::Error::other(format!(
+                            "the row of this lock in {} keeps changing",
+                            crate::sql::TABLE
+                        )),
                     ));
                 }
-            };
-            let taken: bool = row.get(0);
-            let token: Option<i64> = row.get(1);
-            let session = flight.land();
-            if !taken {
-                inner.put(session);
-                let holder = nonempty(row.get(2));
-                return Err(lockfile_core::Error::Locked {
-                    path: name.into(),
-                    holder,
-                }
-                .into());
             }
-            if let Some(token) = token {
-                return Ok(PgLock::new(
-                    inner.clone(),
-                    session,
-                    name.to_owned(),
-                    key,
-                    token as u64,
-                    content,
-                ));
+        }
+    }
+
+    /// One attempt of [`acquire`](Self::acquire): the key, a session, one
+    /// lock statement (a try, or a wait in the server's queue).
+    async fn attempt(&self, request: &Request<'_>) -> Result<Attempt, Error> {
+        let Request {
+            name,
+            lock_name,
+            content,
+            wait,
+        } = *request;
+        let inner = &self.inner;
+        let key = self.key(name, lock_name).await?;
+        let (session, pooled) = inner
+            .take_session()
+            .await
+            .map_err(|error| open_error("lock", name, &inner.url, error))?;
+        let mut flight = InFlight {
+            session: Some(session),
+            inner: inner.clone(),
+        };
+        let session = flight.session.as_ref().expect("just set");
+        let stmts = &session.stmts;
+        let namespace = &inner.namespace;
+        // The server answers within the wait; beyond it and the heartbeat
+        // timeout, it is not answering.
+        let limit = wait.checked_add(inner.settings.heartbeat_timeout);
+        let reply = if wait.is_zero() {
+            let params: [&(dyn ToSql + Sync); 4] = [&key, namespace, &lock_name, content];
+            let query = session.client.query_one(&stmts.try_lock, &params);
+            timeout(inner.settings.heartbeat_timeout, query).await
+        } else {
+            let lock_timeout = lock_timeout(wait);
+            let params: [&(dyn ToSql + Sync); 5] =
+                [&key, namespace, &lock_name, content, &lock_timeout];
+            let query = session.client.query_one(&stmts.wait_lock, &params);
+            match limit {
+                Some(limit) => timeout(limit, query).await,
+                None => Ok(query.await),
             }
-            // The key was taken but the name no longer maps to it: the row
-            // was replaced by hand. Let go, forget the key and ask again.
-            let unlocked = session
-                .client
-                .query_one(&session.stmts.unlock, &[&key])
-                .await;
-            if unlocked.is_ok() {
-                inner.put(session);
+        };
+        let row = match reply {
+            Ok(Ok(row)) => row,
+            Ok(Err(error))
+                if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
+            {
+                return Err(self.timed_out(flight.land(), request).await);
             }
-            inner.keys.lock().expect("not poisoned").remove(&lock_name);
-            remaps += 1;
-            if remaps > 2 {
+            Ok(Err(error)) => {
+                let session = flight.land();
+                let stale = error.is_closed() || !session.alive();
+                // Dropping the session closes it, freeing anything it held.
+                drop(session);
+                let error = Error::db("lock", name, &inner.url.shown, error);
+                return if stale && pooled {
+                    Ok(Attempt::StaleSession(error))
+                } else {
+                    Err(error)
+                };
+            }
+            Err(_) => {
+                // No answer: `flight` cancels the statement as it drops.
                 return Err(Error::io(
                     "lock",
                     name,
-                    io::Error::other(format!(
-                        "the row of this lock in {} keeps changing",
-                        crate::sql::TABLE
-                    )),
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "lock database {}: no answer within {:?}",
+                            inner.url.shown,
+                            limit.unwrap_or(Duration::MAX)
+                        ),
+                    ),
                 ));
             }
+        };
+        self.taken(row, flight.land(), key, request).await
+    }
+
+    /// The wait ran out on the server. It may have granted the lock in that
+    /// same instant (PostgreSQL then reports the timeout and keeps the lock):
+    /// clears the session before saying so.
+    async fn timed_out(&self, session: Session, request: &Request<'_>) -> Error {
+        let inner = &self.inner;
+        let params: [&(dyn ToSql + Sync); 2] = [&inner.namespace, &request.lock_name];
+        let cleared = timeout(
+            inner.settings.heartbeat_timeout,
+            session.client.query_one(&session.stmts.clear, &params),
+        )
+        .await;
+        let holder = match cleared {
+            Ok(Ok(row)) => {
+                inner.put(session);
+                row.get::<_, Option<String>>(1)
+            }
+            // Closing the session frees whatever it held.
+            _ => None,
+        };
+        lockfile_core::Error::TimedOut {
+            path: request.name.into(),
+            holder: nonempty(holder),
+            waited: request.wait,
         }
+        .into()
+    }
+
+    /// What a lock statement's `row` says: taken (with its token), held by
+    /// another (with its record), or taken under a key the name no longer
+    /// maps to.
+    async fn taken(
+        &self,
+        row: Row,
+        session: Session,
+        key: i64,
+        request: &Request<'_>,
+    ) -> Result<Attempt, Error> {
+        let inner = &self.inner;
+        let taken: bool = row.get(0);
+        let token: Option<i64> = row.get(1);
+        if !taken {
+            inner.put(session);
+            return Err(lockfile_core::Error::Locked {
+                path: request.name.into(),
+                holder: nonempty(row.get(2)),
+            }
+            .into());
+        }
+        if let Some(token) = token {
+            return Ok(Attempt::Taken(PgLock::new(
+                inner.clone(),
+                session,
+                request.name.to_owned(),
+                key,
+                token as u64,
+                request.content.clone(),
+            )));
+        }
+        // The key was taken but the name no longer maps to it: the row was
+        // replaced by hand. Let go, forget the key and ask again.
+        let unlocked = session
+            .client
+            .query_one(&session.stmts.unlock, &[&key])
+            .await;
+        if unlocked.is_ok() {
+            inner.put(session);
+        }
+        (inner.keys.lock().expect("not poisoned")).remove(request.lock_name);
+        Ok(Attempt::Remapped)
     }
 
     /// What the holder of `name` recorded (or the last holder, once it is
@@ -456,7 +494,7 @@ impl PgLocker {
                     inner.forget_reader(&session).await;
                 }
                 Ok(Err(error)) => {
-                    return Err(Error::db(operation, name, &inner.url.shown, &error));
+                    return Err(Error::db(operation, name, &inner.url.shown, error));
                 }
                 Err(_) => {
                     inner.forget_reader(&session).await;
@@ -488,7 +526,7 @@ impl PgLocker {
         unlock: bool,
     ) -> Result<Duration, Error> {
         let inner = &self.inner;
-        let fail = |error: tokio_postgres::Error| Error::db("bench", "", &inner.url.shown, &error);
+        let fail = |error: tokio_postgres::Error| Error::db("bench", "", &inner.url.shown, error);
         let (session, _) = inner
             .take_session()
             .await
@@ -541,7 +579,7 @@ impl PgLocker {
                 &[],
             )
             .await
-            .map_err(|error| Error::db("check TLS on", "", &inner.url.shown, &error))?;
+            .map_err(|error| Error::db("check TLS on", "", &inner.url.shown, error))?;
         inner.put(session);
         Ok(row.get(0))
     }
@@ -595,6 +633,24 @@ impl Drop for InFlight {
 
 /// `lock_timeout` for a wait: whole milliseconds, at least 1 (0 would mean
 /// forever), and 0 (forever) beyond what the setting holds (24 days).
+/// What [`PgLocker::acquire`] was asked, checked.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    name: &'a str,
+    lock_name: &'a str,
+    content: &'a Option<String>,
+    wait: Duration,
+}
+
+/// How one attempt of [`PgLocker::acquire`] ended, when it did not fail.
+enum Attempt {
+    Taken(PgLock),
+    /// A pooled session had been ended by the server: nothing was taken.
+    StaleSession(Error),
+    /// The name's row no longer maps to the key that was locked.
+    Remapped,
+}
+
 fn lock_timeout(wait: Duration) -> String {
     let ms = wait.as_millis().max(1);
     if ms > i32::MAX as u128 {
@@ -605,29 +661,32 @@ fn lock_timeout(wait: Duration) -> String {
 }
 
 fn open_error(operation: &'static str, name: &str, url: &DbUrl, error: OpenError) -> Error {
-    let connecting = operation == "connect to";
-    let detail = match error {
-        OpenError::Db(error) => {
-            let kind = crate::error::kind(&error);
-            let why = crate::tls::explain(&error, &url.tls).unwrap_or_else(|| describe(&error));
-            (kind, why)
+    let said = |detail: String| {
+        if operation == "connect to" {
+            detail
+        } else {
+            format!("lock database {}: {detail}", url.shown)
         }
-        OpenError::Old(version) => (
+    };
+    let source = match error {
+        OpenError::Db(error) => {
+            let why = crate::tls::explain(&error, &url.tls).unwrap_or_else(|| describe(&error));
+            DbFailure::into_io(said(why), error)
+        }
+        OpenError::Old(version) => io::Error::new(
             io::ErrorKind::Unsupported,
-            format!(
+            said(format!(
                 "PostgreSQL {} is too old: lockfile-postgres needs {} or later",
                 version / 10000,
                 crate::sql::MIN_SERVER_VERSION / 10000
-            ),
+            )),
         ),
-        OpenError::NoAnswer => (io::ErrorKind::TimedOut, "no answer from the server".into()),
+        OpenError::NoAnswer => io::Error::new(
+            io::ErrorKind::TimedOut,
+            said("no answer from the server".into()),
+        ),
     };
-    let message = if connecting {
-        detail.1
-    } else {
-        format!("lock database {}: {}", url.shown, detail.1)
-    };
-    Error::io(operation, name, io::Error::new(detail.0, message))
+    Error::io(operation, name, source)
 }
 
 /// An empty record reads as none, as an empty lock file does.

@@ -127,3 +127,41 @@ async fn bad_namespaces_are_refused() {
         assert!(matches!(error, Error::InvalidNamespace { .. }), "{error:?}");
     }
 }
+
+/// The server's answer stays the error's cause: a caller reaches its
+/// SQLSTATE by walking `source()`, not by parsing the line.
+#[tokio::test]
+async fn a_database_error_keeps_its_sqlstate_as_a_source() {
+    use tokio_postgres::error::SqlState;
+    let sqlstate = |url: String| async move {
+        let error = PgLocker::connect(&url, &namespace("errors"))
+            .await
+            .unwrap_err();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+        let mut code = None;
+        while let Some(cause) = source {
+            // The io::Error in the chain holds the one line, and says the
+            // same SQLSTATE.
+            let failure = (cause.downcast_ref::<std::io::Error>())
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<lockfile_postgres::DbFailure>());
+            if let Some(failure) = failure {
+                code = failure.code().cloned();
+            }
+            if let Some(db) = cause.downcast_ref::<tokio_postgres::Error>() {
+                assert_eq!(code.as_ref(), db.code(), "the line and its cause agree");
+                assert!(code.is_some());
+            }
+            source = cause.source();
+        }
+        code
+    };
+    assert_eq!(
+        sqlstate(with("database", "no_such_db")).await,
+        Some(SqlState::INVALID_CATALOG_NAME)
+    );
+    assert_eq!(
+        sqlstate(with("password", "s3cret")).await,
+        Some(SqlState::INVALID_PASSWORD)
+    );
+}
