@@ -351,7 +351,64 @@ fn create_lock_dir(dir: &Path) -> Result<()> {
         );
     }
     std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create lock directory '{}'", dir.display()))
+        .with_context(|| format!("cannot create lock directory '{}'", dir.display()))?;
+    check_lock_dir(dir)
+}
+
+/// Refuses, before the plugin starts, a lock directory its locks would all
+/// fail in (`/proc`, a read-only mount): one where a file cannot be created
+/// (tried with a file of this process's own, removed at once), unless only
+/// permission was refused and the directory holds a file this user may open
+/// for writing (lock files made for the user, as administrators pre-create
+/// them in a directory users cannot write).
+fn check_lock_dir(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".lockfile-probe-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe);
+    let error = match created {
+        Ok(_) => {
+            // Best effort: a probe left behind is an empty file, never a lock.
+            let _ = std::fs::remove_file(&probe);
+            return Ok(());
+        }
+        Err(error) => error,
+    };
+    // Refused permission (not a file system that makes no files, as /proc
+    // answers ENOENT): the directory may hold lock files made for this user.
+    let refused = matches!(
+        error.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    );
+    if refused && holds_a_writable_file(dir) {
+        return Ok(());
+    }
+    bail!(
+        "--lock-dir '{}' cannot hold lock files: creating one there fails ({error}) and it holds none you may write: give a directory you can create files in",
+        dir.display()
+    )
+}
+
+/// Whether one of the first entries of `dir` is a regular file this user may
+/// open for writing (opened without following links or blocking; nothing
+/// is written).
+fn holds_a_writable_file(dir: &Path) -> bool {
+    /// Enough to find pre-made lock files, without reading a huge directory.
+    const LOOKED_AT: usize = 256;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    entries.flatten().take(LOOKED_AT).any(|entry| {
+        entry.file_type().is_ok_and(|kind| kind.is_file()) && options.open(entry.path()).is_ok()
+    })
 }
 
 fn check_lock_name(lock: &str) -> Result<()> {

@@ -559,6 +559,38 @@ fn a_lock_dir_that_is_a_file_says_so() {
     );
 }
 
+/// A directory no lock file can be made in (`/proc` takes no new file, even
+/// from root) is refused before the plugin starts, naming it; a usable one
+/// is left as it was found (the check's probe file is removed).
+#[test]
+fn a_lock_dir_that_cannot_hold_lock_files_is_refused_before_the_plugin_starts() {
+    let s = Sandbox::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+        .args(["run", "--lock-dir", "/proc"])
+        .arg(LOCKCTL_COMPONENT)
+        .args(["lock", "my.lock", "x", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(74), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with(
+            "lockfile: --lock-dir '/proc' cannot hold lock files: creating one there fails ("
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "the plugin never ran");
+
+    let out = s.run(&[], LOCKCTL_COMPONENT, &["lock", "a.lock", "x", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let names: Vec<_> = fs::read_dir(s.path("locks"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["a.lock"]);
+}
+
 #[test]
 fn an_unusable_compile_cache_warns_and_runs_uncached() {
     let s = Sandbox::new();

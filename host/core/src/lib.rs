@@ -89,6 +89,4 @@ pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
 pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
 pub use open::{check_links, open_for_locking};
 pub use template::{MAX_RECORD, TemplateError};
-pub use wait::{
-    FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll, ReleaseWatch, WaitSchedule, sleep_or_watch,
-};
+pub use wait::{FALLBACK_POLL, FALLBACK_POLL_MAX, ReleaseWatch, WaitSchedule, sleep_or_watch};

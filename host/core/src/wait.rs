@@ -38,46 +38,29 @@ pub const FALLBACK_POLL: Duration = Duration::from_millis(50);
 
 /// The longest the fallback poll grows to. Releases that close the file are
 /// seen at once whatever the poll; this bounds how late the others are seen,
-/// and keeps a long wait cheap: measured here, one wake-up costs a waiter
-/// about 24 µs of CPU on this 2-core VM, so 100 waiters polling every 50 ms
-/// took 4.7% of a core, and every 500 ms take under 0.5%.
+/// and keeps a long wait cheap (the README's "cost of waiting" measures it).
 pub const FALLBACK_POLL_MAX: Duration = Duration::from_millis(500);
 
 /// The fallback poll's intervals: [`FALLBACK_POLL`], doubling up to
 /// [`FALLBACK_POLL_MAX`].
-///
-/// ```
-/// use lockfile_core::{FALLBACK_POLL, FALLBACK_POLL_MAX, FallbackPoll};
-///
-/// let mut poll = FallbackPoll::new();
-/// assert_eq!(poll.next_interval(), FALLBACK_POLL);
-/// assert_eq!(poll.next_interval(), FALLBACK_POLL * 2);
-/// assert!((0..10).all(|_| poll.next_interval() <= FALLBACK_POLL_MAX));
-/// ```
 #[derive(Debug, Clone)]
-pub struct FallbackPoll {
+pub(crate) struct FallbackPoll {
     next: Duration,
 }
 
 impl FallbackPoll {
     /// Starts at [`FALLBACK_POLL`].
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             next: FALLBACK_POLL,
         }
     }
 
     /// The next interval to sleep at most before trying again.
-    pub fn next_interval(&mut self) -> Duration {
+    pub(crate) fn next_interval(&mut self) -> Duration {
         let interval = self.next;
         self.next = (self.next * 2).min(FALLBACK_POLL_MAX);
         interval
-    }
-}
-
-impl Default for FallbackPoll {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -234,6 +217,15 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn the_fallback_poll_doubles_up_to_its_maximum() {
+        let mut poll = FallbackPoll::new();
+        assert_eq!(poll.next_interval(), FALLBACK_POLL);
+        assert_eq!(poll.next_interval(), FALLBACK_POLL * 2);
+        assert!((0..10).all(|_| poll.next_interval() <= FALLBACK_POLL_MAX));
+        assert_eq!(poll.next_interval(), FALLBACK_POLL_MAX);
+    }
 
     const LIVENESS: Duration = Duration::from_secs(5);
 
