@@ -114,7 +114,7 @@ pub fn name<'a>(db: &DbArgs, path: &'a Path) -> Result<&'a str, Failure> {
         ));
     };
     if db.url().is_some() {
-        lockfile_core::check_lock_path(name).map_err(|error| Failure::new(exit::USAGE, error))?;
+        lockfile_core::LockName::new(name).map_err(|error| Failure::new(exit::USAGE, error))?;
     }
     Ok(name)
 }

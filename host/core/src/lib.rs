@@ -55,9 +55,10 @@
 //!   hosts that open or wait their own way: [`PendingLock`], [`Attempt`],
 //!   [`ReleaseWatch`], [`WaitSchedule`], [`sleep_or_watch`]); read without the
 //!   lock with [`read_content`], [`read_content_from`], [`inspect_from`].
-//! - What a lock path may be: [`check_lock_path`] (a path from someone the
-//!   host does not trust), [`open_for_locking`] and [`check_links`] (no link
-//!   in the lock file's place).
+//! - What a lock path may be: [`LockName`] and [`check_lock_path`] (a path
+//!   from someone the host does not trust: the one name every backend
+//!   takes), [`open_for_locking`] and [`check_links`] (no link in the lock
+//!   file's place).
 //! - Every backend, lock files included ([`FileBackend`]), behind one
 //!   boundary: [`LockBackend`], [`BackendLock`], [`Inspection`], [`Locked`],
 //!   [`BackendFuture`] and [`block_on`].
@@ -86,7 +87,9 @@ pub use error::Error;
 pub use file_backend::FileBackend;
 pub use inspect::inspect_from;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
-pub use lock_path::{LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path};
+pub use lock_path::{
+    LockName, LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path,
+};
 pub use open::{check_links, open_for_locking};
 pub use template::{MAX_RECORD, TemplateError};
 pub use wait::{FALLBACK_POLL, FALLBACK_POLL_MAX, ReleaseWatch, WaitSchedule, sleep_or_watch};

@@ -38,6 +38,10 @@ pub enum LockPathError {
     /// A `..` climbs out of the lock directory.
     #[error("'{0}' leads outside the lock directory: its '..' climbs above it")]
     Escapes(String),
+    /// The path resolves to the lock directory itself (`.`, `a/..`), which
+    /// is no lock ([`LockName`]).
+    #[error("'{0}' names the lock directory itself: name a file in it, e.g. 'job.lock'")]
+    Directory(String),
     /// The path, or one of its components, is too long.
     #[error(
         "lock path '{start}...' is too long: {len} bytes (at most {MAX_LOCK_PATH}, and {MAX_LOCK_PATH_COMPONENT} per name)"
@@ -102,6 +106,76 @@ pub fn check_lock_path(path: &str) -> Result<(), LockPathError> {
         }
     }
     Ok(())
+}
+
+/// A lock's name: a path under the lock path rules ([`check_lock_path`])
+/// that names something beneath the lock directory, not the directory
+/// itself. Every backend and lockfile-host's sandbox take names through it,
+/// so the rules are written once: lock files resolve [`as_str`](Self::as_str)
+/// beneath their directory, a database keys its locks by
+/// [`canonical`](Self::canonical).
+///
+/// ```
+/// use lockfile_core::{LockName, LockPathError};
+///
+/// let name = LockName::new("./jobs//b/../nightly.lock")?;
+/// assert_eq!(name.as_str(), "./jobs//b/../nightly.lock");
+/// assert_eq!(name.canonical(), "jobs/nightly.lock");
+/// assert!(matches!(LockName::new("a/.."), Err(LockPathError::Directory(_))));
+/// # Ok::<_, LockPathError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockName<'a> {
+    text: &'a str,
+}
+
+impl<'a> LockName<'a> {
+    /// Checks `text` against the rules, on its text alone.
+    pub fn new(text: &'a str) -> Result<Self, LockPathError> {
+        check_lock_path(text)?;
+        let depth = text
+            .split(SEPARATORS)
+            .fold(0usize, |depth, component| match component {
+                "" | "." => depth,
+                // check_lock_path refuses a `..` that climbs out.
+                ".." => depth - 1,
+                _ => depth + 1,
+            });
+        if depth == 0 {
+            return Err(LockPathError::Directory(text.to_owned()));
+        }
+        Ok(Self { text })
+    }
+
+    /// The name as it was given.
+    pub fn as_str(&self) -> &'a str {
+        self.text
+    }
+
+    /// The name with `.`, empty components and `..` resolved on the text, so
+    /// `./job.lock`, `a//job.lock` and `b/../a/job.lock` give the names that
+    /// `job.lock` and `a/job.lock` give, as they name the same file in a lock
+    /// directory. Only `/` separates here, on every system, so that machines
+    /// sharing a lock server share names.
+    pub fn canonical(&self) -> String {
+        let mut parts: Vec<&str> = Vec::new();
+        for part in self.text.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                part => parts.push(part),
+            }
+        }
+        parts.join("/")
+    }
+}
+
+impl std::fmt::Display for LockName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text)
+    }
 }
 
 /// What separates components: `/`, as in WASI; on a Windows host also `\`,

@@ -3,33 +3,16 @@
 
 #[cfg(test)]
 use lockfile_core::MAX_RECORD;
-use lockfile_core::{LockPathError, MAX_LOCK_PATH_COMPONENT, TemplateError};
+use lockfile_core::{LockName, LockPathError, MAX_LOCK_PATH_COMPONENT, TemplateError};
 
 use crate::Error;
 
 /// Checks `name` against the lock path rules and returns the name of its
-/// lock: the path with `.`, empty components and `..` resolved on the text,
-/// so `./job.lock`, `a//job.lock` and `b/../a/job.lock` name the lock that
-/// `job.lock` and `a/job.lock` name, as they name the same file in a lock
-/// directory.
+/// lock ([`LockName::canonical`]): `./job.lock`, `a//job.lock` and
+/// `b/../a/job.lock` name the lock that `job.lock` and `a/job.lock` name, as
+/// they name the same file in a lock directory.
 pub(crate) fn lock_name(name: &str) -> Result<String, LockPathError> {
-    lockfile_core::check_lock_path(name)?;
-    let mut parts: Vec<&str> = Vec::new();
-    for part in name.split('/') {
-        match part {
-            "" | "." => {}
-            // check_lock_path refuses a `..` that climbs out.
-            ".." => {
-                parts.pop();
-            }
-            part => parts.push(part),
-        }
-    }
-    if parts.is_empty() {
-        // `.` or `a/..`: the lock directory itself, never a lock.
-        return Err(LockPathError::Empty);
-    }
-    Ok(parts.join("/"))
+    Ok(LockName::new(name)?.canonical())
 }
 
 /// Checks a holder's content (the record without zc.lockfile's leading space
@@ -84,7 +67,10 @@ mod tests {
         ] {
             assert_eq!(lock_name(path).unwrap(), name, "{path}");
         }
-        assert_eq!(lock_name("a/.."), Err(LockPathError::Empty));
+        assert!(matches!(
+            lock_name("a/.."),
+            Err(LockPathError::Directory(_))
+        ));
         assert!(matches!(lock_name("../x"), Err(LockPathError::Escapes(_))));
         assert!(matches!(
             lock_name("/locks/x"),

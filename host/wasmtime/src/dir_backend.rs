@@ -141,19 +141,21 @@ impl LockBackend for DirBackend {
     }
 
     fn exists(&self, name: &str) -> BackendFuture<Result<bool, Error>> {
-        let exists = lockfile_core::check_lock_path(name).is_ok() && self.dir.exists(name);
+        let exists = lockfile_core::LockName::new(name).is_ok() && self.dir.exists(name);
         ready(Ok(exists))
     }
 }
 
 /// The lock path rules, as an acquisition's error.
 fn check_name(name: &str) -> Result<(), Error> {
-    lockfile_core::check_lock_path(name).map_err(|error| {
-        io_error(
-            name,
-            io::Error::new(io::ErrorKind::InvalidInput, error.to_string()),
-        )
-    })
+    lockfile_core::LockName::new(name)
+        .map(drop)
+        .map_err(|error| {
+            io_error(
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, error.to_string()),
+            )
+        })
 }
 
 fn ready<T: Send + 'static>(value: T) -> BackendFuture<T> {

@@ -1,7 +1,7 @@
 //! Confining plugin paths to the lock directory, and bounding what a plugin
 //! can create there.
 //!
-//! A path is first checked on its text ([`lockfile_core::check_lock_path`]:
+//! A path is first checked on its text ([`lockfile_core::LockName`]:
 //! relative, bounded, no `..` above the directory), then resolved by cap-std
 //! (openat2 with RESOLVE_BENEATH on Linux, checked component by component
 //! elsewhere), which also stops symbolic links that lead outside. Both happen
@@ -13,9 +13,9 @@ use std::io;
 
 use cap_std::fs::{Dir, OpenOptions};
 
-/// Why a plugin's path was refused before reaching the file system.
+/// Why a plugin's path was refused before reaching any backend.
 pub(crate) fn refuse(path: &str) -> Option<String> {
-    lockfile_core::check_lock_path(path)
+    lockfile_core::LockName::new(path)
         .err()
         .map(|error| error.to_string())
 }
