@@ -357,10 +357,10 @@ fn create_lock_dir(dir: &Path) -> Result<()> {
 
 /// Refuses, before the plugin starts, a lock directory its locks would all
 /// fail in (`/proc`, a read-only mount): one where a file cannot be created
-/// (tried with a file of this process's own, removed at once), unless only
-/// permission was refused and the directory holds a file this user may open
-/// for writing (lock files made for the user, as administrators pre-create
-/// them in a directory users cannot write).
+/// (tried with a file of this process's own, removed at once) and which
+/// holds no file this user may open for writing (lock files made for the
+/// user, as administrators pre-create them in a directory users cannot
+/// write; a full disk's existing lock files).
 fn check_lock_dir(dir: &Path) -> Result<()> {
     let probe = dir.join(format!(".lockfile-probe-{}", std::process::id()));
     let created = std::fs::OpenOptions::new()
@@ -375,13 +375,11 @@ fn check_lock_dir(dir: &Path) -> Result<()> {
         }
         Err(error) => error,
     };
-    // Refused permission (not a file system that makes no files, as /proc
-    // answers ENOENT): the directory may hold lock files made for this user.
-    let refused = matches!(
-        error.kind(),
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
-    );
-    if refused && holds_a_writable_file(dir) {
+    // The directory exists: "not found" means a file system that makes no
+    // files at all (/proc). Otherwise (permission, a read-only mount, a full
+    // disk) the lock files already there may still serve.
+    let makes_no_files = error.kind() == std::io::ErrorKind::NotFound;
+    if !makes_no_files && holds_a_writable_file(dir) {
         return Ok(());
     }
     bail!(
@@ -411,11 +409,12 @@ fn holds_a_writable_file(dir: &Path) -> bool {
     })
 }
 
+/// A `--singleton` name is a lock name as a plugin's are, in the lock
+/// directory or the database.
 fn check_lock_name(lock: &str) -> Result<()> {
-    if lock.is_empty() || lock.contains('/') || lock == "." || lock == ".." || lock.contains('\0') {
-        bail!("--singleton {lock:?}: expected a file name in the lock directory");
-    }
-    Ok(())
+    lockfile_core::LockName::new(lock)
+        .map(drop)
+        .with_context(|| format!("--singleton {lock:?}"))
 }
 
 /// Takes the --singleton lock, held for the whole run, where `locks` are.
