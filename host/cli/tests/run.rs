@@ -122,9 +122,15 @@ fn the_singleton_is_held_for_the_whole_run() {
 #[test]
 fn singleton_usage_errors_exit_64() {
     let s = Sandbox::new();
-    for name in ["../escape", "a/b", "", "."] {
+    // The lock name rules, as for a plugin's names (`a/b` is a name too).
+    for name in ["../escape", "/abs.lock", "", ".", "a/.."] {
         let out = s.run(&["--singleton", name], LOCKCTL_COMPONENT, &[]);
         assert_eq!(out.status.code(), Some(64), "{name:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(&format!("lockfile: --singleton {name:?}: ")),
+            "{}",
+            stderr(&out)
+        );
     }
     let out = s.run(
         &["--singleton", "x.lock", "--content-template", "{oops}"],
