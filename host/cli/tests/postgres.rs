@@ -286,7 +286,7 @@ fn exec_verifies_the_servers_certificate_and_refuses_a_wrong_root() {
 
     let other = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../postgres/tests/data/other-ca.crt"
+        "/../postgres-tests/tests/data/other-ca.crt"
     );
     refused(
         &format!("{by_name}?sslmode=verify-full&sslrootcert={other}"),

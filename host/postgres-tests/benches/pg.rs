@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! eval "$(scripts/postgres start)"
-//! cargo bench -p lockfile-postgres --bench pg
+//! cargo bench -p lockfile-postgres-tests --bench pg
 //! ```
 //!
 //! The floor runs on the very session the lock uses next (same client, same

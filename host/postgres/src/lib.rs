@@ -30,7 +30,7 @@
 //!   until its session ends: a killed process's socket closes and the server
 //!   frees its locks at once.
 //! - **Names**: a lock name is a lock path, under the same rules as in a lock
-//!   directory ([`lockfile_core::check_lock_path`]), resolved on the text
+//!   directory ([`lockfile_core::LockName`]), resolved on the text
 //!   (`./a//b.lock` is `a/b.lock`), under a namespace: the same name in the
 //!   same namespace is the same lock on every machine.
 //! - **Records**: the holder's record (one line, at most
@@ -103,6 +103,19 @@
 //!
 //! Needs PostgreSQL 12 or later, and a role that may create the table on first
 //! use (or a table created beforehand by one that may).
+//!
+//! # The public API
+//!
+//! - [`PgLocker`] (from [`PgLocker::connect`] or its [`Builder`]): acquire,
+//!   read, inspect ([`Inspection`]); it is a [`lockfile_core::LockBackend`].
+//! - [`PgLock`]: a held lock, its fencing token, whether it is still held,
+//!   the notice of its loss, its release.
+//! - [`Error`], whose database failures keep the server's answer as their
+//!   source ([`DbFailure`], with its SQLSTATE); [`redact_url`] for logging a
+//!   URL; [`DEFAULT_NAMESPACE`] and [`ADVISORY_KEY_BASE`].
+//! - With the feature `testing`, two helpers for this repository's tests and
+//!   benchmarks (a bare floor cycle, the lock session's TLS): not a stable
+//!   API.
 
 #![deny(missing_docs)]
 

@@ -518,7 +518,7 @@ impl PgLocker {
     /// (followed by `pg_advisory_unlock` when `unlock`) round trips on
     /// `key`, on the session the next acquisition will use, so the floor and
     /// the lock share the client, the connection and the server process.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn bare_cycles(
         &self,
         key: i64,
@@ -565,7 +565,7 @@ impl PgLocker {
 
     /// Whether the session the next acquisition will use runs over TLS, as
     /// the server sees it (`pg_stat_ssl`): for the tests and benchmarks.
-    #[doc(hidden)]
+    #[cfg(feature = "testing")]
     pub async fn lock_session_encrypted(&self) -> Result<bool, Error> {
         let inner = &self.inner;
         let (session, _) = inner

@@ -195,14 +195,14 @@ fn handovers(
 }
 
 /// `pg-lock-probe`, built beside this binary (`cargo build -p
-/// lockfile-postgres`; scripts/bench and scripts/test build it).
+/// lockfile-postgres-tests`; scripts/bench and scripts/test build it).
 fn probe_exe() -> Result<PathBuf, String> {
     let exe = std::env::current_exe()
         .map_err(|e| e.to_string())?
         .with_file_name("pg-lock-probe");
     if !exe.exists() {
         return Err(format!(
-            "build {} first (cargo build -p lockfile-postgres)",
+            "build {} first (cargo build -p lockfile-postgres-tests)",
             exe.display()
         ));
     }
