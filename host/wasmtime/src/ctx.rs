@@ -1,9 +1,8 @@
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use lockfile_core::LockBackend;
 use wasmtime::component::ResourceTable;
@@ -169,8 +168,7 @@ impl LockfileCtxBuilder {
 
     /// Opens the lock directory. Fails if it is missing or not a directory.
     pub fn build(self) -> io::Result<LockfileCtx> {
-        let in_dir = |dir| {
-            let backend = DirBackend::new(dir);
+        let in_dir = |backend: DirBackend| {
             let backend = match &self.reactor {
                 Some(runtime) => backend.reactor(runtime.clone()),
                 None => backend,
@@ -178,8 +176,8 @@ impl LockfileCtxBuilder {
             Arc::new(backend) as Arc<dyn LockBackend>
         };
         let backend = match self.lock_dir {
-            LockDir::Path(path) => in_dir(open_dir(&path)?),
-            LockDir::Open(dir) => in_dir(dir),
+            LockDir::Path(path) => in_dir(DirBackend::open(path)?),
+            LockDir::Open(dir) => in_dir(DirBackend::new(dir)),
             LockDir::Backend(backend) => backend,
         };
         Ok(LockfileCtx {
@@ -193,16 +191,6 @@ impl LockfileCtxBuilder {
             files: FileBudget::new(self.max_lock_files),
         })
     }
-}
-
-/// Opens a lock directory; the error names it.
-pub(crate) fn open_dir(path: &Path) -> io::Result<Dir> {
-    Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("lock directory '{}': {e}", path.display()),
-        )
-    })
 }
 
 /// A borrowed view of a plugin's [`LockfileCtx`] and the store's

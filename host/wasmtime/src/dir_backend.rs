@@ -9,12 +9,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use lockfile_core::{
     Attempt, BackendFuture, BackendLock, Error, Inspection, LockBackend, LockOptions, PendingLock,
 };
 
-use crate::ctx::open_dir;
 use crate::{async_wait, sandbox};
 
 /// Lock files in one directory, as a [`LockBackend`]: a name is a lock path
@@ -160,4 +160,14 @@ fn check_name(name: &str) -> Result<(), Error> {
 
 fn ready<T: Send + 'static>(value: T) -> BackendFuture<T> {
     Box::pin(std::future::ready(value))
+}
+
+/// Opens a lock directory; the error names it.
+fn open_dir(path: &Path) -> io::Result<Dir> {
+    Dir::open_ambient_dir(path, ambient_authority()).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("lock directory '{}': {e}", path.display()),
+        )
+    })
 }

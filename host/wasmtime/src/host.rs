@@ -6,40 +6,10 @@ use std::time::Duration;
 use lockfile_core::{BackendFuture, BackendLock, LockOptions, block_on};
 use wasmtime::component::Resource;
 
+use crate::lock::HostLock;
 use crate::{LockfileCtxView, sandbox};
 
 mod api;
-
-/// A plugin's lock handle: the lock until it is released, and what the plugin
-/// may ask about it afterwards. Dropping it, which the store does for every
-/// handle left when it is dropped, releases the lock: a plugin that traps
-/// leaves nothing locked.
-#[derive(Debug)]
-pub struct HostLock {
-    lock: Option<Box<dyn BackendLock>>,
-    path: String,
-    content: Option<String>,
-    /// The acquisition's fencing token, kept after release for `fencing-token`.
-    token: Option<u64>,
-}
-
-impl HostLock {
-    /// Whether the lock is still held: not released, and not lost (a lock
-    /// file cannot be; a database session can end).
-    fn held(&self) -> bool {
-        self.lock.as_ref().is_some_and(|lock| lock.held())
-    }
-
-    /// Releases at once: every backend's lock is free on return (a database's
-    /// after one round trip), so the plugin can take it again right away.
-    fn release(&mut self) {
-        if let Some(lock) = self.lock.take()
-            && let Err(error) = block_on(lock.release())
-        {
-            log::debug!(target: "lockfile", "release: {error}");
-        }
-    }
-}
 
 /// Why `acquire` or `read-content` failed, before it is put into either
 /// binding's `error`.

@@ -69,6 +69,19 @@
 //! cap) and a lock whether it is still `held` and its `fencing-token`; its
 //! types moved into a `types` interface of their own. A host whose own
 //! `bindgen!` world imports the interface maps it onto [`bindings`].
+//!
+//! # The public API
+//!
+//! - [`LockfileCtx`] and its [`LockfileCtxBuilder`] (a lock directory by
+//!   path or open `Dir`, or any [`lockfile_core::LockBackend`]), the borrowed
+//!   [`LockfileCtxView`] your store data lends through [`LockfileView`], the
+//!   [`LockfileInterface`] marker, and [`add_to_linker_sync`] /
+//!   [`add_to_linker_async`].
+//! - [`DirBackend`]: the lock files of a directory as a backend, confined as
+//!   a plugin's paths are; what [`LockfileCtx::builder`] serves.
+//! - [`HostLock`]: a plugin's lock handle, as it lives in the resource table.
+//! - [`bindings`]: the generated bindings of both versions, for hosts that
+//!   reuse them in their own `bindgen!` with `with:`.
 
 #![deny(missing_docs)]
 #![warn(unused_crate_dependencies)]
@@ -84,11 +97,12 @@ pub mod bindings;
 mod ctx;
 mod dir_backend;
 mod host;
+mod lock;
 mod sandbox;
 
 pub use ctx::{LockfileCtx, LockfileCtxBuilder, LockfileCtxView, LockfileView};
 pub use dir_backend::DirBackend;
-pub use host::HostLock;
+pub use lock::HostLock;
 
 use wasmtime::component::{HasData, Linker};
 
