@@ -33,7 +33,7 @@ use crate::sys::watch;
 /// release: a holder that unlocks without closing, a file system without
 /// inotify events, or a system without inotify. 50 ms is the interval
 /// yg.lockfile and Python's filelock poll at. The interval then doubles up to
-/// [`FALLBACK_POLL_MAX`] ([`FallbackPoll`]).
+/// [`FALLBACK_POLL_MAX`].
 pub const FALLBACK_POLL: Duration = Duration::from_millis(50);
 
 /// The longest the fallback poll grows to. Releases that close the file are
@@ -64,8 +64,8 @@ impl FallbackPoll {
     }
 }
 
-/// When a waiter tries next: its deadline and the [`FallbackPoll`], the
-/// arithmetic every wait loop shares (the native one, an async host's).
+/// When a waiter tries next: its deadline and the fallback poll, the
+/// arithmetic every wait loop shares (on a thread, on a runtime).
 ///
 /// ```
 /// use std::time::Duration;
