@@ -9,12 +9,15 @@
 //! Linux from Wine: Wine starts a Unix program but cannot wait for it.
 #![cfg(target_os = "linux")]
 
+// Only the runner of children is used here.
+#[allow(dead_code)]
+mod common;
+
 use std::io::Write as _;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Longer than anything here takes when it works: only a hang reaches it.
-const DEADLINE: Duration = Duration::from_secs(60);
+use common::{DEADLINE, output, stderr, stdout};
 
 /// The test server's URL, without TLS: Wine 8's SChannel (secur32) reports
 /// the bytes still missing from a TLS record split across reads as the
@@ -28,39 +31,60 @@ fn db_url() -> String {
     format!("{url}{separator}sslmode=disable")
 }
 
-fn linux() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockfile"))
+/// One build of `lockfile`, and a command for `exec` to run with it.
+#[derive(Clone, Copy)]
+struct Build {
+    system: &'static str,
+    command: fn() -> Command,
+    /// Runs until its standard input ends.
+    waits: &'static [&'static str],
+    /// Prints `ran`.
+    prints: &'static [&'static str],
 }
 
-/// `wine lockfile.exe`: the Windows build.
-fn windows() -> Command {
-    let exe = std::env::var_os("LOCKFILE_WINDOWS_EXE")
-        .expect("LOCKFILE_WINDOWS_EXE: scripts/windows-test sets it to the Windows build");
-    let mut command = Command::new("wine");
-    command.arg(exe);
-    command
+const LINUX: Build = Build {
+    system: "linux",
+    command: common::lockfile,
+    waits: &["sh", "-c", "read line"],
+    prints: &["echo", "ran"],
+};
+
+/// `wine lockfile.exe`, the Windows build; its commands are Wine's cmd.
+const WINDOWS: Build = Build {
+    system: "windows",
+    command: || {
+        let exe = std::env::var_os("LOCKFILE_WINDOWS_EXE")
+            .expect("LOCKFILE_WINDOWS_EXE: scripts/windows-test sets it to the Windows build");
+        let mut command = Command::new("wine");
+        command.arg(exe);
+        command
+    },
+    waits: &["cmd", "/c", "set /p line="],
+    prints: &["cmd", "/c", "echo ran"],
+};
+
+impl Build {
+    fn lockfile(&self) -> Command {
+        (self.command)()
+    }
+
+    /// `exec --lock-db DB OPTIONS NAME -- COMMAND`.
+    fn exec(&self, db: &str, options: &[&str], name: &str, command: &[&str]) -> Command {
+        let mut exec = self.lockfile();
+        exec.args(["exec", "--lock-db", db])
+            .args(options)
+            .arg(name)
+            .arg("--")
+            .args(command);
+        exec
+    }
 }
 
-/// A lock name of this test process's own, so runs never meet.
-fn lock_name(what: &str) -> String {
-    format!("wine-{what}-{}.lock", std::process::id())
-}
-
-/// A holder that runs until its standard input ends: when the test drops
-/// it, or lets it go. Killed if the test fails first.
+/// A holder that runs until its standard input ends. Killed if the test
+/// fails first.
 struct Holder(Child);
 
 impl Holder {
-    fn start(command: &mut Command) -> Self {
-        Self(
-            command
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
     /// Ends the holder's command, and checks that the holder then exits 0.
     fn release(mut self) {
         let mut stdin = self.0.stdin.take().unwrap();
@@ -85,141 +109,72 @@ impl Drop for Holder {
     }
 }
 
-/// Runs `command` to its end, within [`DEADLINE`].
-fn output(command: &mut Command) -> Output {
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let id = child.id();
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || done.send(child.wait_with_output()));
-    finished
-        .recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("process {id} hung"))
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
 /// Waits until `inspect --lock-db` (of `build`) says `name` is held, and
-/// returns what it printed.
-fn wait_until_held(build: fn() -> Command, db: &str, name: &str) -> String {
+/// returns the record it printed.
+fn record_once_held(build: Build, db: &str, name: &str) -> String {
     let start = Instant::now();
     loop {
-        let out = output(build().args(["inspect", "--lock-db", db, name]));
-        let said = text(&out.stdout);
-        if said.contains("locked: yes") {
-            return said;
+        let out = output(build.lockfile().args(["inspect", "--lock-db", db, name]));
+        let said = stdout(&out);
+        if said.contains("\nlocked: yes") {
+            return said
+                .lines()
+                .find_map(|line| line.strip_prefix("content: "))
+                .unwrap_or_else(|| panic!("no record: {said}"))
+                .to_owned();
         }
         assert!(
             start.elapsed() < DEADLINE,
             "never held: {said}{}",
-            text(&out.stderr)
+            stderr(&out)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-fn record(inspected: &str) -> String {
-    inspected
-        .lines()
-        .find_map(|line| line.strip_prefix("content: "))
-        .unwrap_or_else(|| panic!("no record: {inspected}"))
-        .to_owned()
+/// `holder` holds a lock with `exec --lock-db`; `contender`'s `exec` is
+/// refused with 75 and the holder's record (read by `contender`'s
+/// `inspect`), its command never run; once the holder lets go, it runs.
+fn excludes_across_systems(holder: Build, contender: Build) {
+    let db = db_url();
+    let name = format!("wine-{}-holds-{}.lock", holder.system, std::process::id());
+    let template = format!("{} {{pid}}", holder.system);
+    let held = Holder(
+        holder
+            .exec(&db, &["--content-template", &template], &name, holder.waits)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let record = record_once_held(contender, &db, &name);
+    assert!(
+        record.starts_with(&format!("{} ", holder.system)),
+        "{record}"
+    );
+
+    let out = output(contender.exec(&db, &[], &name, contender.prints));
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!("Couldn't lock '{name}': held by {record}\n")
+    );
+    assert_eq!(stdout(&out), "", "the command never ran");
+
+    held.release();
+    let out = output(contender.exec(&db, &[], &name, contender.prints));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim_end(), "ran");
 }
 
 #[test]
 #[ignore = "needs the Windows build under Wine: scripts/windows-test runs it"]
 fn a_linux_holder_refuses_exec_lock_db_on_windows_with_75_and_its_record() {
-    let db = db_url();
-    let name = lock_name("linux-holds");
-    let holder = Holder::start(
-        linux()
-            .args([
-                "exec",
-                "--lock-db",
-                &db,
-                "--content-template",
-                "linux {pid}",
-            ])
-            .arg(&name)
-            .args(["--", "sh", "-c", "read line"]),
-    );
-    // The Windows build reads the Linux holder's record, and that it is held.
-    let inspected = wait_until_held(windows, &db, &name);
-    let record = record(&inspected);
-    assert_eq!(record, format!("linux {}", holder.0.id()), "{inspected}");
-
-    let out = output(
-        windows()
-            .args(["exec", "--lock-db", &db])
-            .arg(&name)
-            .args(["--", "cmd", "/c", "echo", "ran"]),
-    );
-    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stderr),
-        format!("Couldn't lock '{name}': held by {record}\n")
-    );
-    assert_eq!(text(&out.stdout), "", "the command never ran");
-
-    holder.release();
-    let out = output(
-        windows()
-            .args(["exec", "--lock-db", &db])
-            .arg(&name)
-            .args(["--", "cmd", "/c", "echo", "ran"]),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout).trim_end(), "ran");
+    excludes_across_systems(LINUX, WINDOWS);
 }
 
 #[test]
 #[ignore = "needs the Windows build under Wine: scripts/windows-test runs it"]
 fn a_windows_holder_refuses_exec_lock_db_on_linux_with_75_and_its_record() {
-    let db = db_url();
-    let name = lock_name("windows-holds");
-    let holder = Holder::start(
-        windows()
-            .args([
-                "exec",
-                "--lock-db",
-                &db,
-                "--content-template",
-                "windows {pid}",
-            ])
-            .arg(&name)
-            .args(["--", "cmd", "/c", "set /p line="]),
-    );
-    let inspected = wait_until_held(linux, &db, &name);
-    let record = record(&inspected);
-    assert!(record.starts_with("windows "), "{inspected}");
-
-    let out = output(
-        linux()
-            .args(["exec", "--lock-db", &db])
-            .arg(&name)
-            .args(["--", "echo", "ran"]),
-    );
-    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stderr),
-        format!("Couldn't lock '{name}': held by {record}\n")
-    );
-    assert_eq!(text(&out.stdout), "", "the command never ran");
-
-    holder.release();
-    let out = output(
-        linux()
-            .args(["exec", "--lock-db", &db])
-            .arg(&name)
-            .args(["--", "echo", "ran"]),
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stdout), "ran\n");
+    excludes_across_systems(WINDOWS, LINUX);
 }
