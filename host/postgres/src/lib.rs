@@ -54,9 +54,12 @@
 //!   failover, network loss, a server that stops answering) the lock is free
 //!   for others. The holder learns it at once when the server closes the
 //!   connection (a restart, `pg_terminate_backend`), and within about 6 s
-//!   when it goes silent: each held lock's session is checked with `SELECT 1`
-//!   every second and given 5 s to answer, over TCP keepalives and
-//!   `tcp_user_timeout` ([`PgLock::held`], [`PgLock::lost_notify`]). The
+//!   when it goes silent: each held lock's session is checked every second
+//!   and given 5 s to answer, over TCP keepalives and `tcp_user_timeout`
+//!   ([`PgLock::held`], [`PgLock::lost_notify`]). Each check asks whether the
+//!   session still holds the advisory lock (`pg_locks`) and the name's row
+//!   still carries this holder's fencing token, so a session a pooler moved,
+//!   or a token issued to someone else, is a loss within one check. The
 //!   server sets the same keepalives on its end of a lock's session, so a
 //!   client that vanished loses its locks within about 5 s. Whatever the lock
 //!   guards should check the

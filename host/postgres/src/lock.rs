@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use crate::Error;
 use crate::error::describe;
@@ -62,6 +62,7 @@ impl PgLock {
             session.ended.clone(),
             session.abort_handle(),
             lost_tx,
+            Owner { key, token },
             inner.settings.heartbeat_interval,
             inner.settings.heartbeat_timeout,
         ));
@@ -178,18 +179,54 @@ impl Drop for PgLock {
     }
 }
 
+/// What a held lock's heartbeat checks it still owns: the advisory lock on
+/// `key`, and the name's row still carrying `token`.
+#[derive(Clone, Copy)]
+struct Owner {
+    key: i64,
+    token: u64,
+}
+
+impl Owner {
+    /// Why the lock is not this holder's any more, from a row of
+    /// [`sql::OWNS`](crate::sql::OWNS); `None` while it is.
+    fn lost(&self, row: &tokio_postgres::Row) -> Option<String> {
+        let holds: bool = row.get(0);
+        let token: Option<i64> = row.get(1);
+        if !holds {
+            return Some(
+                "this session no longer holds the advisory lock (was the session moved by a pooler, or the lock unlocked?)"
+                    .into(),
+            );
+        }
+        if token != i64::try_from(self.token).ok() {
+            return Some(format!(
+                "the lock's row carries token {}, not this holder's {}: it was given to another holder",
+                token.map_or_else(|| "none".to_owned(), |token| token.to_string()),
+                self.token
+            ));
+        }
+        None
+    }
+}
+
 /// Watches a held lock's session: ends when the connection does, or checks
-/// it with `SELECT 1` every `interval`, and declares the lock lost if that
-/// fails or takes longer than `limit`. A session declared lost is closed, so
-/// it cannot come back holding the lock.
+/// every `interval` that the session still owns the lock (its advisory lock,
+/// and the row's token, [`Owner`]), and declares the lock lost if it does not,
+/// or if the check fails or takes longer than `limit`. A session declared
+/// lost is closed, so it cannot come back holding the lock.
 async fn heartbeat(
     client: Arc<Client>,
     mut ended: watch::Receiver<Option<String>>,
     connection: Option<AbortHandle>,
     lost: watch::Sender<Option<String>>,
+    owner: Owner,
     interval: Duration,
     limit: Duration,
 ) {
+    // Prepared at the first beat, not with the lock: a short hold pays for
+    // no extra round trip.
+    let mut owns: Option<Statement> = None;
     let reason = loop {
         tokio::select! {
             biased;
@@ -198,8 +235,21 @@ async fn heartbeat(
             }
             () = tokio::time::sleep(interval) => {}
         }
-        match timeout(limit, client.simple_query("SELECT 1")).await {
-            Ok(Ok(_)) => {}
+        let check = async {
+            let statement = match &owns {
+                Some(statement) => statement.clone(),
+                None => client.prepare(crate::sql::OWNS).await?,
+            };
+            let row = client.query_one(&statement, &[&owner.key]).await?;
+            Ok::<_, tokio_postgres::Error>((statement, row))
+        };
+        match timeout(limit, check).await {
+            Ok(Ok((statement, row))) => {
+                owns = Some(statement);
+                if let Some(reason) = owner.lost(&row) {
+                    break reason;
+                }
+            }
             Ok(Err(error)) => {
                 // The connection task knows best why the session ended.
                 let ended = timeout(Duration::from_millis(100), ended.wait_for(Option::is_some))

@@ -67,8 +67,8 @@ impl Builder {
         self
     }
 
-    /// How often a held lock's session is checked with `SELECT 1` (default
-    /// 1 s), and how long an answer may take before the lock counts as lost
+    /// How often a held lock's session is checked (that it still owns the
+    /// lock: its advisory lock, and the row's token; default 1 s), and how long an answer may take before the lock counts as lost
     /// (default 5 s). The same timeout bounds every other statement's answer,
     /// beyond the wait it asks for.
     pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {

@@ -88,6 +88,19 @@ attempt AS MATERIALIZED (SELECT pg_advisory_lock($1)::text IS NOT NULL AS ok FRO
 /// Parameter: key.
 pub(crate) const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
+/// A held lock's heartbeat: whether this session still holds the advisory
+/// lock on the key (a bigint key shows in `pg_locks` as classid = high half,
+/// objid = low half, objsubid = 1), and the token the name's row carries
+/// now. Parameter: key.
+pub(crate) const OWNS: &str = "
+SELECT EXISTS (
+         SELECT 1 FROM pg_locks
+          WHERE locktype = 'advisory' AND granted AND objsubid = 1
+            AND pid = pg_backend_pid()
+            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+            AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid),
+       (SELECT token FROM lockfile_locks WHERE key = $1::bigint)";
+
 /// After a wait that ended in an error: drop whatever the session holds (the
 /// server may grant the lock in the very instant the wait is cancelled), and
 /// read the holder for the error. Parameters: namespace, name.
