@@ -35,7 +35,9 @@ mod stop;
 /// named PATH, which belongs to this process's session: COMMAND cannot
 /// inherit it, and is tied to this process instead (see the `stop` module).
 /// If it is lost while COMMAND runs (the server restarted, the network
-/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s.
+/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s. COMMAND finds
+/// the lock's fencing token in LOCKFILE_FENCING_TOKEN: have what the lock
+/// protects refuse a write with a token older than one it has seen.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// What to write into the lock file, after a space: fields {pid} and
@@ -66,6 +68,11 @@ pub struct ExecArgs {
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<OsString>,
 }
+
+/// Where COMMAND finds the lock's fencing token, when the backend issues
+/// them (--lock-db): larger than every token issued before for the name, and
+/// on the server's disk before COMMAND starts.
+pub const FENCING_TOKEN: &str = "LOCKFILE_FENCING_TOKEN";
 
 /// Parses `500ms`, `3s`, `1m`, `1h 30m`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -106,6 +113,9 @@ fn exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     let (program, program_args) = args.command.split_first().expect("clap requires COMMAND");
     let mut command = Command::new(program);
     command.args(program_args);
+    if let Some(token) = lock.token() {
+        command.env(FENCING_TOKEN, token.to_string());
+    }
     let ran = run_command(&mut command, lock.as_mut());
     // COMMAND has exited: release (a lock COMMAND shares is only closed
     // here; anything it left running with the lock keeps it until it exits).

@@ -58,8 +58,17 @@ impl Locks {
                     anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
                 )
             })?;
+        // Durable: a fencing token this command hands out (to COMMAND, to a
+        // plugin) is on the server's disk before anyone learns it, so none
+        // is ever issued twice, whatever the server's clock does after a
+        // crash. One WAL flush per acquisition.
         let locker = runtime
-            .block_on(PgLocker::connect(url, namespace))
+            .block_on(
+                PgLocker::builder(url)
+                    .namespace(namespace)
+                    .durable_tokens(true)
+                    .connect(),
+            )
             .map_err(|error| exit::db_failure(&error))?;
         Ok(Self {
             backend: Arc::new(locker),
