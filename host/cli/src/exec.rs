@@ -16,6 +16,8 @@ mod job;
 #[cfg(unix)]
 mod signals;
 mod stop;
+#[cfg(target_os = "linux")]
+mod tree;
 
 /// Run COMMAND while holding the lock on PATH; release it when COMMAND ends.
 ///
@@ -35,7 +37,9 @@ mod stop;
 /// named PATH, which belongs to this process's session: COMMAND cannot
 /// inherit it, and is tied to this process instead (see the `stop` module).
 /// If it is lost while COMMAND runs (the server restarted, the network
-/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s. COMMAND finds
+/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s; on Linux so does
+/// everything COMMAND started (background children, daemons), and what it
+/// leaves running when it exits is ended before the lock is released. COMMAND finds
 /// the lock's fencing token in LOCKFILE_FENCING_TOKEN: have what the lock
 /// protects refuse a write with a token older than one it has seen.
 #[derive(Debug, clap::Args)]
@@ -172,8 +176,13 @@ fn run_command(
     command: &mut Command,
     lock: &mut dyn BackendLock,
 ) -> Result<(ExitStatus, Option<String>), Ran> {
-    if !lock.share_with(command) {
+    // A lock COMMAND cannot share is this process's: COMMAND, and on Linux
+    // all it starts (`tree`), must end before it is released or once lost.
+    let tied = !lock.share_with(command);
+    if tied {
         stop::end_with_this_process(command);
+        #[cfg(target_os = "linux")]
+        tree::adopt_orphans();
     }
     // Caught from before the spawn, so a signal that comes while the child
     // starts is passed on once it exists, not lost with this process while
@@ -182,23 +191,38 @@ fn run_command(
     let mut child = command.spawn().map_err(Ran::Spawn)?;
     let forwarding = caught.map(|caught| caught.forward_to(child.id()));
     let pid = child.id() as libc::pid_t;
-    // SAFETY (both): kill(2) has no memory-safety preconditions; the child
-    // is not reaped before the watch is told it exited, so the pid is its.
+    let stop = move |signal| {
+        #[cfg(target_os = "linux")]
+        if tied {
+            tree::signal_all(signal);
+            return;
+        }
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is
+        // not reaped before the watch is told it exited, so the pid is its.
+        unsafe { libc::kill(pid, signal) };
+    };
     let watch = stop::LossWatch::start(
         lock.lost(),
-        move || unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        },
-        move || unsafe {
-            libc::kill(pid, libc::SIGKILL);
-        },
+        move || stop(libc::SIGTERM),
+        move || stop(libc::SIGKILL),
     );
     let exited = signals::wait_without_reaping(&child);
     // Nothing may signal the child's pid once it is reaped.
     watch.command_exited();
     drop(forwarding);
     let status = exited.and_then(|()| child.wait()).map_err(Ran::Spawn)?;
-    Ok((status, watch.lost()))
+    let lost = watch.lost();
+    // What COMMAND left running ends before the lock is released: at once
+    // if the lock is lost already, else with the same grace as on a loss.
+    #[cfg(target_os = "linux")]
+    if tied {
+        tree::end_all(if lost.is_some() {
+            std::time::Duration::ZERO
+        } else {
+            stop::GRACE
+        });
+    }
+    Ok((status, lost))
 }
 
 /// On Windows no lock can be handed to a child: COMMAND, and all it starts,

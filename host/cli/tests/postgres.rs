@@ -172,6 +172,70 @@ fn command_gets_the_fencing_token_in_its_environment() {
     assert_eq!(stdout(&out), "unset\n");
 }
 
+/// A COMMAND that leaves processes behind: one in the background of its
+/// `sh`, one a daemon of its own session (setsid), their pids in `bg.pid`
+/// and `daemon.pid`; `ready` once both run; then `then` (sh).
+fn leaving_children(dir: &Path, then: &str) -> [String; 3] {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let script = format!(
+        "sleep 300 & echo $! > {bg}; \
+         setsid sh -c 'echo $$ > {daemon}; exec sleep 300' & \
+         while [ ! -s {daemon} ]; do sleep 0.01; done; touch {ready}; {then}",
+        bg = file("bg.pid"),
+        daemon = file("daemon.pid"),
+        ready = file("ready"),
+    );
+    ["sh".into(), "-c".into(), script]
+}
+
+/// With a database lock, what COMMAND started never outlives the lock:
+/// what it leaves running ends before the lock is released, daemons
+/// included (this process is their reaper).
+#[test]
+fn exec_ends_what_the_command_left_running_before_releasing() {
+    let ns = namespace("leftovers");
+    let dir = tempdir();
+    let command = leaving_children(dir.path(), "exit 3");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let out = output(exec(&ns, &[], "job.lock", &command));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    for name in ["bg.pid", "daemon.pid"] {
+        let pid = read_pid_file(&dir.path().join(name));
+        assert!(!is_running(pid), "{name}: {pid} outlived the lock");
+    }
+    assert!(inspect(&ns, "job.lock").contains("locked: no"));
+}
+
+/// A lost lock stops COMMAND and everything it started: the server ends the
+/// holder's session (its backend process gets SIGTERM, as
+/// pg_terminate_backend sends), exec exits 76, and no descendant is alive.
+#[test]
+fn a_lost_lock_ends_the_command_and_all_it_started() {
+    let ns = namespace("lost-tree");
+    let dir = tempdir();
+    let command = leaving_children(dir.path(), "wait");
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    let mut reaper = Reaper::default();
+    let holder = reaper.spawn(&mut exec(&ns, &[], "job.lock", &command));
+    wait_until("the command's children", || {
+        dir.path().join("ready").exists()
+    });
+    let inspected = inspect(&ns, "job.lock");
+    let backend: libc::pid_t = inspected
+        .split("(backend pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no backend pid: {inspected}"));
+    common::signal(backend, libc::SIGTERM);
+    let out = reaper.finish(holder, DEADLINE);
+    assert_eq!(out.status.code(), Some(76), "{out:?}");
+    for name in ["bg.pid", "daemon.pid"] {
+        let pid = read_pid_file(&dir.path().join(name));
+        assert!(!is_running(pid), "{name}: {pid} outlived the lost lock");
+    }
+}
+
 #[test]
 fn sigkill_of_an_exec_holder_frees_the_lock_at_once() {
     let ns = namespace("sigkill");
