@@ -39,7 +39,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// With --lock-db (or LOCKFILE_DB), the plugin's locks and --singleton are
 /// PostgreSQL advisory locks named by their paths, and there is no lock
 /// directory (nor /locks); the plugin cannot tell otherwise. If --singleton's
-/// lock is lost while the plugin runs, the plugin is stopped.
+/// lock, or a lock the plugin holds, is lost while the plugin runs, the
+/// plugin is stopped.
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The directory the plugin's lock paths are relative to (created if
@@ -261,9 +262,13 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
         Some(lock) => Some(take_singleton(&args, &locks, lock, &name)?),
         None => None,
     };
-    let lost = (args.singleton.as_ref()).zip(singleton.as_ref().and_then(|held| held.lost()));
+    let singleton_lost =
+        (args.singleton.as_ref()).zip(singleton.as_ref().and_then(|held| held.lost()));
+    let plugin_lost = store.data().locks.lost_locks();
 
-    let _ticker = args.timeout.map(|_| EpochTicker::start(&engine));
+    // A plugin that computes without calling the host yields at each tick,
+    // so a timeout or a lost lock can stop it.
+    let _ticker = preemptible(&args, on_db).then(|| EpochTicker::start(&engine));
     let outcome = runtime.block_on(async {
         let call = async {
             let command: Command = pre.instantiate_async(&mut store).await?;
@@ -276,13 +281,17 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
                 None => Ok(Some(call.await)),
             }
         };
-        // A lost --singleton drops the plugin's call, as --timeout does.
-        match lost {
-            Some((lock, lost)) => tokio::select! {
-                outcome = call => outcome,
-                reason = lost => Err((lock, reason)),
-            },
-            None => call.await,
+        // A lost lock drops the plugin's call, as --timeout does.
+        let singleton_lost = async {
+            match singleton_lost {
+                Some((lock, lost)) => (format!("the --singleton lock on '{lock}'"), lost.await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            outcome = call => outcome,
+            (what, reason) = singleton_lost => Err((what, reason)),
+            lost = plugin_lost.next() => Err((format!("the lock on '{}'", lost.path), lost.reason)),
         }
     });
     // Dropping the store releases every lock the plugin still holds.
@@ -290,11 +299,11 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
     drop(singleton);
     let outcome = match outcome {
         Ok(outcome) => outcome,
-        Err((lock, reason)) => {
+        Err((what, reason)) => {
             return Err(Failure::new(
                 exit::LOCK_LOST,
                 anyhow::anyhow!(
-                    "lost the --singleton lock on '{lock}' while the plugin ran: {reason}; the plugin was stopped"
+                    "lost {what} while the plugin ran: {reason}; the plugin was stopped"
                 ),
             ));
         }
@@ -472,6 +481,7 @@ fn new_store(
     backend: Option<Arc<dyn LockBackend>>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Store<PluginState>> {
+    let on_db = backend.is_some();
     let mut wasi = WasiCtx::builder();
     wasi.inherit_stdio().arg(name).args(&args.args);
     if backend.is_none() {
@@ -514,14 +524,22 @@ fn new_store(
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limits);
-    if args.timeout.is_some() {
-        // Yield to the runtime at every tick so the timeout can fire.
+    if preemptible(args, on_db) {
+        // Yield to the runtime at every tick so a timeout or a lost lock
+        // can stop the plugin.
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Yield(1)));
     } else {
         store.set_epoch_deadline(u64::MAX);
     }
     Ok(store)
+}
+
+/// Whether the plugin must yield to the runtime at each epoch tick: when
+/// something may have to stop it (a timeout; a lost lock, which only a
+/// database's can be).
+fn preemptible(args: &RunArgs, on_db: bool) -> bool {
+    args.timeout.is_some() || on_db
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

@@ -220,19 +220,66 @@ fn a_lost_lock_ends_the_command_and_all_it_started() {
     wait_until("the command's children", || {
         dir.path().join("ready").exists()
     });
-    let inspected = inspect(&ns, "job.lock");
-    let backend: libc::pid_t = inspected
-        .split("(backend pid ")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .and_then(|pid| pid.parse().ok())
-        .unwrap_or_else(|| panic!("no backend pid: {inspected}"));
-    common::signal(backend, libc::SIGTERM);
+    common::signal(holder_backend(&ns, "job.lock"), libc::SIGTERM);
     let out = reaper.finish(holder, DEADLINE);
     assert_eq!(out.status.code(), Some(76), "{out:?}");
     for name in ["bg.pid", "daemon.pid"] {
         let pid = read_pid_file(&dir.path().join(name));
         assert!(!is_running(pid), "{name}: {pid} outlived the lost lock");
+    }
+}
+
+/// The server backend of the session holding `name`, from `inspect`.
+fn holder_backend(ns: &str, name: &str) -> libc::pid_t {
+    let inspected = inspect(ns, name);
+    inspected
+        .split("(backend pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|pid| pid.parse().ok())
+        .unwrap_or_else(|| panic!("no backend pid: {inspected}"))
+}
+
+/// A plugin whose own database lock is lost is stopped, exit 76, whether it
+/// sleeps (in a host call) or computes without calling the host: it never
+/// runs on beside the lock's next holder.
+#[test]
+fn a_plugin_whose_lock_is_lost_is_stopped_with_76() {
+    for (what, steps) in [
+        ("sleeping", &["sleep", "60000"][..]),
+        ("computing", &["spin"]),
+    ] {
+        let ns = namespace("plugin-lost");
+        let mut reaper = Reaper::default();
+        let plugin = reaper.spawn(
+            lockfile_db("run", &ns)
+                .arg("--cache-dir")
+                .arg(common::cache_dir())
+                .arg(lockfile_tests::LOCKCTL_COMPONENT)
+                .args(["lock", "p.lock", "{pid}", "0", "held"])
+                .args(steps),
+        );
+        wait_until_locked(&ns, "p.lock");
+        let start = Instant::now();
+        common::signal(holder_backend(&ns, "p.lock"), libc::SIGTERM);
+        let out = reaper.finish(plugin, DEADLINE);
+        eprintln!(
+            "{what}: stopped {:?} after the session ended",
+            start.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(76), "{what}: {out:?}");
+        assert_eq!(
+            out.stdout,
+            format!("locked {plugin}\nheld true\n"),
+            "{what}"
+        );
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: {out:?}");
+        assert!(
+            lines[0].starts_with("lockfile: lost the lock on 'p.lock' while the plugin ran: ")
+                && lines[0].ends_with("; the plugin was stopped"),
+            "{what}: {out:?}"
+        );
     }
 }
 

@@ -8,6 +8,7 @@ use lockfile_core::LockBackend;
 use wasmtime::component::ResourceTable;
 
 use crate::DirBackend;
+use crate::losses::LostLocks;
 use crate::sandbox::FileBudget;
 
 /// What one plugin instance may lock: its lock directory, its name, its limits.
@@ -24,6 +25,7 @@ pub struct LockfileCtx {
     pub(crate) hostname: Option<String>,
     pub(crate) live_locks: u32,
     pub(crate) files: FileBudget,
+    pub(crate) losses: LostLocks,
 }
 
 impl LockfileCtx {
@@ -67,6 +69,7 @@ impl LockfileCtx {
             log_failures: false,
             hostname: None,
             reactor: None,
+            stop_on_lost_lock: true,
         }
     }
 
@@ -78,6 +81,14 @@ impl LockfileCtx {
     /// How many lock files the plugin has created so far.
     pub fn created_lock_files(&self) -> u32 {
         self.files.created
+    }
+
+    /// The losses of the plugin's locks (a database session that ended):
+    /// await [`LostLocks::next`] beside the plugin's call, and stop the
+    /// plugin when it completes, so it never runs on beside the lock's next
+    /// holder. Take it before the call (the store is borrowed during it).
+    pub fn lost_locks(&self) -> LostLocks {
+        self.losses.clone()
     }
 }
 
@@ -100,6 +111,7 @@ pub struct LockfileCtxBuilder {
     log_failures: bool,
     hostname: Option<String>,
     reactor: Option<tokio::runtime::Handle>,
+    stop_on_lost_lock: bool,
 }
 
 impl LockfileCtxBuilder {
@@ -166,6 +178,15 @@ impl LockfileCtxBuilder {
         self
     }
 
+    /// Whether [`LockfileCtx::lost_locks`] reports the losses of the
+    /// plugin's locks (default `true`): an embedder that stops the plugin on
+    /// a loss awaits it. Turn it off for plugins that watch `held` and stop
+    /// on their own: the losses are then never reported.
+    pub fn stop_on_lost_lock(mut self, stop: bool) -> Self {
+        self.stop_on_lost_lock = stop;
+        self
+    }
+
     /// Opens the lock directory. Fails if it is missing or not a directory.
     pub fn build(self) -> io::Result<LockfileCtx> {
         let in_dir = |backend: DirBackend| {
@@ -189,6 +210,7 @@ impl LockfileCtxBuilder {
             hostname: self.hostname,
             live_locks: 0,
             files: FileBudget::new(self.max_lock_files),
+            losses: LostLocks::new(self.stop_on_lost_lock),
         })
     }
 }

@@ -146,6 +146,7 @@ impl LockfileCtxView<'_> {
     ) -> wasmtime::Result<Resource<HostLock>> {
         let content = lock.content().map(str::to_owned);
         let token = lock.token();
+        let lost = lock.lost();
         let handle = self.table.push(HostLock {
             lock: Some(lock),
             path,
@@ -153,6 +154,10 @@ impl LockfileCtxView<'_> {
             token,
         })?;
         self.ctx.live_locks += 1;
+        if let Some(lost) = lost {
+            let path = &self.table.get(&handle)?.path;
+            self.ctx.losses.watch(handle.rep(), path, lost);
+        }
         Ok(handle)
     }
 
@@ -168,6 +173,7 @@ impl LockfileCtxView<'_> {
     }
 
     fn forget(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
+        self.ctx.losses.forget(handle.rep());
         self.table.delete(handle)?;
         self.ctx.live_locks -= 1;
         Ok(())

@@ -80,6 +80,8 @@
 //! - [`DirBackend`]: the lock files of a directory as a backend, confined as
 //!   a plugin's paths are; what [`LockfileCtx::builder`] serves.
 //! - [`HostLock`]: a plugin's lock handle, as it lives in the resource table.
+//! - [`LostLocks`] ([`LockfileCtx::lost_locks`]) and [`LostLock`]: the losses
+//!   of a plugin's database locks, for the embedder to stop the plugin on.
 //! - [`bindings`]: the generated bindings of both versions, for hosts that
 //!   reuse them in their own `bindgen!` with `with:`.
 
@@ -98,11 +100,13 @@ mod ctx;
 mod dir_backend;
 mod host;
 mod lock;
+mod losses;
 mod sandbox;
 
 pub use ctx::{LockfileCtx, LockfileCtxBuilder, LockfileCtxView, LockfileView};
 pub use dir_backend::DirBackend;
 pub use lock::HostLock;
+pub use losses::{LostLock, LostLocks};
 
 use wasmtime::component::{HasData, Linker};
 

@@ -88,6 +88,7 @@ macro_rules! implement {
             }
 
             fn release(&mut self, handle: Resource<HostLock>) -> wasmtime::Result<()> {
+                self.ctx.losses.forget(handle.rep());
                 self.lock_mut(&handle)?.release();
                 Ok(())
             }
