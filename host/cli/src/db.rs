@@ -2,6 +2,9 @@
 //! of lock files, for `exec`, `inspect` and `run` (see `locks`).
 
 use std::path::Path;
+use std::time::Duration;
+
+use crate::duration::parse_duration;
 
 /// The environment variable that gives `--lock-db` its default.
 pub const LOCK_DB_ENV: &str = "LOCKFILE_DB";
@@ -24,6 +27,33 @@ pub struct DbArgs {
     /// that lock directories stay apart on the database; else `default`].
     #[arg(long, value_name = "NS")]
     lock_namespace: Option<String>,
+
+    /// With --lock-db: how long a holder that vanished (a crash, a lost
+    /// network) may still be running. Each held lock renews its lease on the
+    /// server; the next holder waits out a lease that was not released, and a
+    /// holder that cannot renew its lease is stopped before it ends, by its
+    /// own clock [default: 15s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    lease: Option<Duration>,
+
+    /// With --lock-db: how long before its lease ends a holder that cannot
+    /// renew it is stopped, which is what COMMAND gets between SIGTERM and
+    /// SIGKILL [default: 5s, or a third of --lease if shorter].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    grace: Option<Duration>,
+}
+
+/// A held lock's lease and checks, from --lease and --grace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseSettings {
+    /// The lease (`--lease`).
+    pub lease: Duration,
+    /// The stop notice, and COMMAND's grace (`--grace`).
+    pub grace: Duration,
+    /// How often the lease is renewed: every second, or 15 times a lease.
+    pub heartbeat: Duration,
+    /// How long a renewal may take: 5 s, or a third of the lease.
+    pub answer_within: Duration,
 }
 
 impl DbArgs {
@@ -34,6 +64,20 @@ impl DbArgs {
                 .ok()
                 .filter(|url| !url.is_empty())
         })
+    }
+
+    /// The lease settings of --lease and --grace: the heartbeat and its
+    /// answer timeout scale down with a short lease, so that a lease of a few
+    /// seconds (for tests) still fits them.
+    pub fn lease(&self) -> LeaseSettings {
+        let lease = self.lease.unwrap_or(Duration::from_secs(15));
+        let third = lease / 3;
+        LeaseSettings {
+            lease,
+            grace: self.grace.unwrap_or(third.min(Duration::from_secs(5))),
+            heartbeat: (lease / 15).min(Duration::from_secs(1)),
+            answer_within: third.min(Duration::from_secs(5)),
+        }
     }
 
     /// The namespace where there is no lock directory (`exec`, `inspect`):
@@ -72,6 +116,8 @@ mod tests {
         DbArgs {
             lock_db: None,
             lock_namespace: namespace.map(str::to_owned),
+            lease: None,
+            grace: None,
         }
     }
 
@@ -90,6 +136,21 @@ mod tests {
         assert_eq!(beside(Some("ops"), Some("/srv/locks/nightly")), "ops");
         assert_eq!(args(None).namespace(), "default");
         assert_eq!(args(Some("ops")).namespace(), "ops");
+    }
+
+    #[test]
+    fn the_lease_defaults_and_a_short_lease_scale_the_checks() {
+        let s = Duration::from_secs;
+        let settings = args(None).lease();
+        assert_eq!((settings.lease, settings.grace), (s(15), s(5)));
+        assert_eq!((settings.heartbeat, settings.answer_within), (s(1), s(5)));
+        let short = DbArgs {
+            lease: Some(s(6)),
+            ..args(None)
+        }
+        .lease();
+        assert_eq!((short.grace, short.answer_within), (s(2), s(2)));
+        assert_eq!(short.heartbeat, Duration::from_millis(400));
     }
 
     #[cfg(unix)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lockfile_core::{BackendLock, LockOptions};
 
+use crate::duration::parse_duration;
 use crate::exit::{self, Failure};
 use crate::locks::{self, Locks};
 
@@ -36,12 +37,17 @@ mod tree;
 /// With --lock-db (or LOCKFILE_DB) the lock is a PostgreSQL advisory lock
 /// named PATH, which belongs to this process's session: COMMAND cannot
 /// inherit it, and is tied to this process instead (see the `stop` module).
-/// If it is lost while COMMAND runs (the server restarted, the network
-/// dropped), COMMAND gets SIGTERM, then SIGKILL after 10 s; on Linux so does
+/// The lock has a lease (--lease, 15 s), renewed every second: when this
+/// process cannot renew it, or the lock is lost otherwise (the server
+/// restarted, the network dropped), COMMAND gets SIGTERM, at the latest
+/// --grace (5 s) before the lease ends by this process's clock, then SIGKILL
+/// when it ends or the grace has passed; on Linux so does
 /// everything COMMAND started (background children, daemons), and what it
 /// leaves running when it exits is ended before the lock is released. COMMAND finds
 /// the lock's fencing token in LOCKFILE_FENCING_TOKEN: have what the lock
-/// protects refuse a write with a token older than one it has seen.
+/// protects refuse a write with a token older than one it has seen. If the
+/// last holder vanished without releasing the lock (killed, cut off), this
+/// one waits out that holder's lease before COMMAND starts.
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
     /// What to write into the lock file, after a space: fields {pid} and
@@ -79,10 +85,6 @@ pub struct ExecArgs {
 pub const FENCING_TOKEN: &str = "LOCKFILE_FENCING_TOKEN";
 
 /// Parses `500ms`, `3s`, `1m`, `1h 30m`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 3s, 1m)"))
-}
-
 pub fn run(args: ExecArgs) -> ExitCode {
     match exec(args) {
         Ok(code) => code,
@@ -120,7 +122,7 @@ fn exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     if let Some(token) = lock.token() {
         command.env(FENCING_TOKEN, token.to_string());
     }
-    let ran = run_command(&mut command, lock.as_mut());
+    let ran = run_command(&mut command, lock.as_mut(), args.db.lease().grace);
     // COMMAND has exited: release (a lock COMMAND shares is only closed
     // here; anything it left running with the lock keeps it until it exits).
     let released = locks.release(lock);
@@ -169,12 +171,13 @@ enum Ran {
 
 /// Runs `command` to its end while `lock` is held: it shares the lock if the
 /// lock allows, else it is tied to this process; signals are passed on, and
-/// a loss of the lock stops it. Returns its status and, if the lock was lost
-/// while it ran, why.
+/// a loss of the lock stops it, with `grace` between SIGTERM and SIGKILL.
+/// Returns its status and, if the lock was lost while it ran, why.
 #[cfg(unix)]
 fn run_command(
     command: &mut Command,
     lock: &mut dyn BackendLock,
+    grace: Duration,
 ) -> Result<(ExitStatus, Option<String>), Ran> {
     // A lock COMMAND cannot share is this process's: COMMAND, and on Linux
     // all it starts (`tree`), must end before it is released or once lost.
@@ -203,6 +206,8 @@ fn run_command(
     };
     let watch = stop::LossWatch::start(
         lock.lost(),
+        lock.deadline(),
+        grace,
         move || stop(libc::SIGTERM),
         move || stop(libc::SIGKILL),
     );
@@ -217,9 +222,9 @@ fn run_command(
     #[cfg(target_os = "linux")]
     if tied {
         tree::end_all(if lost.is_some() {
-            std::time::Duration::ZERO
+            Duration::ZERO
         } else {
-            stop::GRACE
+            grace
         });
     }
     Ok((status, lost))
@@ -232,6 +237,7 @@ fn run_command(
 fn run_command(
     command: &mut Command,
     lock: &mut dyn BackendLock,
+    _grace: Duration,
 ) -> Result<(ExitStatus, Option<String>), Ran> {
     let untied = |error: io::Error| {
         Ran::Untied(Failure::new(
@@ -249,7 +255,13 @@ fn run_command(
         Ok(Ok(child)) => child,
     };
     let ending = job.clone();
-    let watch = stop::LossWatch::start(lock.lost(), move || ending.end_members(), || {});
+    let watch = stop::LossWatch::start(
+        lock.lost(),
+        None,
+        Duration::ZERO,
+        move || ending.end_members(),
+        || {},
+    );
     let status = child.wait();
     watch.command_exited();
     job.end_members();

@@ -160,7 +160,10 @@ pub fn db_error_status(error: &lockfile_postgres::Error) -> u8 {
     use lockfile_postgres::Error as E;
     match error {
         E::Lock(error) => lock_error_status(error),
-        E::Name(_) | E::InvalidUrl { .. } | E::InvalidNamespace { .. } => USAGE,
+        E::Name(_)
+        | E::InvalidUrl { .. }
+        | E::InvalidNamespace { .. }
+        | E::InvalidSettings { .. } => USAGE,
         E::Lost { .. } => LOCK_LOST,
     }
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use lockfile_core::Locked;
 
@@ -16,8 +17,10 @@ use crate::output;
 /// read byte 0, which a holder's lock makes unreadable (no pid); elsewhere it
 /// says `unknown`. Prints `content: <content or (none)>` and `locked: yes (pid
 /// N)`, `yes`, `no` or `unknown`. With --lock-db: `locked: yes (backend pid
-/// N)` or `no`, and `token: N`, the last fencing token, once the name has
-/// been locked.
+/// N)` or `no`, `token: N`, the last fencing token, once the name has been
+/// locked, and `lease: 12s 300ms left` (or `lease: ended`) while the last
+/// holder's lease runs on the server, unreleased: a holder that vanished may
+/// still be running until it ends, and the next holder waits it out.
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
     /// The lock file (with --lock-db: the lock's name).
@@ -48,6 +51,14 @@ fn inspect(args: &InspectArgs) -> Result<(), Failure> {
     });
     if let Some(token) = found.token {
         output::line(format_args!("token: {token}"));
+    }
+    match found.lease_left {
+        Some(left) if left.is_zero() => output::line("lease: ended"),
+        Some(left) => output::line(format_args!(
+            "lease: {} left",
+            humantime::format_duration(Duration::from_millis(left.as_millis() as u64))
+        )),
+        None => {}
     }
     Ok(())
 }

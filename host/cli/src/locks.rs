@@ -9,7 +9,7 @@ use std::time::Duration;
 use lockfile_core::{BackendLock, FileBackend, Inspection, LockBackend, block_on};
 use lockfile_postgres::PgLocker;
 
-use crate::db::DbArgs;
+use crate::db::{DbArgs, LeaseSettings};
 use crate::exit::{self, Failure};
 
 /// The locks of one command: a backend, and what must outlive its locks.
@@ -26,7 +26,7 @@ impl Locks {
     /// files: named by their paths, or beneath `dir`.
     pub fn open(db: &DbArgs, namespace: &str, dir: Option<&Path>) -> Result<Self, Failure> {
         match db.url() {
-            Some(url) => Self::database(&url, namespace),
+            Some(url) => Self::database(&url, namespace, db.lease()),
             None => Ok(Self::files(dir)),
         }
     }
@@ -43,10 +43,10 @@ impl Locks {
         }
     }
 
-    /// The lock database at `url`: 64 for a bad URL or namespace, 74 for a
-    /// server that cannot be reached, refuses the login or lacks the
-    /// database, each on one line.
-    pub fn database(url: &str, namespace: &str) -> Result<Self, Failure> {
+    /// The lock database at `url`: 64 for a bad URL or namespace, or a
+    /// lease its checks do not fit in, 74 for a server that cannot be
+    /// reached, refuses the login or lacks the database, each on one line.
+    pub fn database(url: &str, namespace: &str, lease: LeaseSettings) -> Result<Self, Failure> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lockfile-db")
@@ -58,18 +58,25 @@ impl Locks {
                     anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
                 )
             })?;
-        // Durable: a fencing token this command hands out (to COMMAND, to a
-        // plugin) is on the server's disk before anyone learns it, so none
-        // is ever issued twice, whatever the server's clock does after a
-        // crash. One WAL flush per acquisition.
         let locker = runtime
             .block_on(
                 PgLocker::builder(url)
                     .namespace(namespace)
-                    .durable_tokens(true)
+                    .heartbeat(lease.heartbeat, lease.answer_within)
+                    .lease(lease.lease, lease.grace)
                     .connect(),
             )
-            .map_err(|error| exit::db_failure(&error))?;
+            .map_err(|error| match error {
+                lockfile_postgres::Error::InvalidSettings { reason } => Failure::new(
+                    exit::USAGE,
+                    anyhow::anyhow!(
+                        "--lease {} with --grace {}: {reason}",
+                        humantime::format_duration(lease.lease),
+                        humantime::format_duration(lease.grace)
+                    ),
+                ),
+                error => exit::db_failure(&error),
+            })?;
         Ok(Self {
             backend: Arc::new(locker),
             _runtime: Some(runtime),

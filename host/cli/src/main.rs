@@ -3,6 +3,7 @@
 mod cache;
 mod compile;
 mod db;
+mod duration;
 mod exec;
 mod exit;
 mod inspect;

@@ -16,7 +16,7 @@ use wasmtime_wasi::p2::bindings::{Command, CommandPre};
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxView, WasiView};
 
 use crate::cache::CompileCache;
-use crate::exec::parse_duration;
+use crate::duration::parse_duration;
 use crate::exit::{self, Failure, Status};
 use crate::locks::Locks;
 use crate::plugin;
@@ -294,9 +294,15 @@ fn run_plugin(args: RunArgs) -> Result<ExitCode, Failure> {
             lost = plugin_lost.next() => Err((format!("the lock on '{}'", lost.path), lost.reason)),
         }
     });
-    // Dropping the store releases every lock the plugin still holds.
+    // Dropping the store releases every lock the plugin still holds; the
+    // singleton is released the same way (a lost one is free already), so
+    // that a leased lock's lease ends now rather than running out.
     drop(store);
-    drop(singleton);
+    if let Some(singleton) = singleton
+        && let Err(error) = locks.release(singleton)
+    {
+        log::debug!("releasing the singleton: {error}");
+    }
     let outcome = match outcome {
         Ok(outcome) => outcome,
         Err((what, reason)) => {

@@ -283,40 +283,71 @@ fn a_plugin_whose_lock_is_lost_is_stopped_with_76() {
     }
 }
 
+/// An exec holder killed with SIGKILL: its advisory lock is freed at once,
+/// but its lease runs on (its COMMAND may ignore the SIGTERM it gets), so
+/// the next exec, even a one-try one, starts only once the lease has ended.
 #[test]
-fn sigkill_of_an_exec_holder_frees_the_lock_at_once() {
+fn after_an_exec_holders_sigkill_the_next_waits_out_its_lease() {
     let ns = namespace("sigkill");
     let dir = tempdir();
     let pid_file = dir.path().join("pid");
     let mut reaper = Reaper::default();
     let script = format!("echo $$ > '{}'; exec sleep 30", pid_file.display());
-    let holder = reaper.spawn(&mut exec(&ns, &[], "k.lock", &["sh", "-c", &script]));
+    let holder = reaper.spawn(&mut exec(
+        &ns,
+        &["--lease", "3s"],
+        "k.lock",
+        &["sh", "-c", &script],
+    ));
     let command = read_pid_file(&pid_file);
     reaper.adopt(command);
     wait_until_locked(&ns, "k.lock");
 
     common::signal(holder, libc::SIGKILL);
     let _ = reaper.finish(holder, DEADLINE);
+    wait_until("k.lock's session ended", || {
+        inspect(&ns, "k.lock").contains("locked: no")
+    });
+    let found = inspect(&ns, "k.lock");
+    let left = found
+        .lines()
+        .find_map(|line| line.strip_prefix("lease: "))
+        .and_then(|rest| rest.strip_suffix(" left"))
+        .and_then(|left| humantime::parse_duration(left).ok())
+        .unwrap_or_else(|| panic!("no lease left after a SIGKILL: {found}"));
     let start = Instant::now();
-    loop {
-        let out = output(exec(&ns, &[], "k.lock", &["true"]));
-        if out.status.success() {
-            break;
-        }
-        assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "k.lock still held {:?} after its holder was killed",
-            start.elapsed()
-        );
-    }
-    eprintln!("free {:?} after SIGKILL", start.elapsed());
+    let out = output(exec(&ns, &["--lease", "3s"], "k.lock", &["true"]));
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", stderr(&out));
+    eprintln!("ran {took:?} after SIGKILL, the lease having {left:?} left");
+    assert!(
+        took + Duration::from_millis(50) >= left,
+        "{took:?} < {left:?}"
+    );
     // The command does not go on without the lock (Linux: PR_SET_PDEATHSIG).
     if cfg!(target_os = "linux") {
         wait_until("the command to end with its lockfile", || {
             !is_running(command)
         });
     }
+    // Released cleanly: no lease left to wait out.
+    assert!(!inspect(&ns, "k.lock").contains("lease:"));
+}
+
+/// A grace and a lease that do not fit together are refused before anything
+/// is connected: one line naming both, exit 64.
+#[test]
+fn a_grace_that_does_not_fit_in_the_lease_is_refused() {
+    let ns = namespace("lease-settings");
+    let out = output(exec(&ns, &["--grace", "10s"], "s.lock", &["true"]));
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    let text = stderr(&out);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.starts_with("lockfile: --lease 15s with --grace 10s: a lease of 15s cannot hold "),
+        "{text}"
+    );
+    assert!(inspect(&ns, "s.lock").contains("locked: no"));
 }
 
 #[test]
@@ -470,6 +501,10 @@ fn inspect_tells_the_holder_without_taking_the_lock() {
     assert_eq!(lines[0], format!("content: {holder};box"));
     assert!(lines[1].starts_with("locked: yes (backend pid "), "{held}");
     assert!(lines[2].starts_with("token: "), "{held}");
+    assert!(
+        lines[3].starts_with("lease: ") && lines[3].ends_with(" left"),
+        "{held}"
+    );
     // Inspecting took nothing: the holder keeps it, a taker is refused.
     let taker = output(exec(&ns, &[], "i.lock", &["true"]));
     assert_eq!(taker.status.code(), Some(75));
@@ -481,6 +516,8 @@ fn inspect_tells_the_holder_without_taking_the_lock() {
         free.starts_with(&format!("content: {holder};box\nlocked: no\ntoken: ")),
         "{free}"
     );
+    // Released cleanly: its lease ended with it.
+    assert!(!free.contains("lease:"), "{free}");
 }
 
 /// A compile cache of this binary's own, filled once.

@@ -38,6 +38,8 @@ fn a_server_restart_stops_the_command_and_exits_76() {
         command
             .env_remove("LOCKFILE_DB")
             .args(["exec", "--lock-db", &url, "--lock-namespace", &ns])
+            // A short lease: the lock is free again soon after the restart.
+            .args(["--lease", "3s"])
             .args(args);
         command
     };
@@ -53,6 +55,8 @@ fn a_server_restart_stops_the_command_and_exits_76() {
                 &url,
                 "--lock-namespace",
                 &ns,
+                "--lease",
+                "3s",
                 "--cache-dir",
             ])
             .arg(common::cache_dir())

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::Error;
 
@@ -24,6 +24,9 @@ use crate::Error;
 /// it may be awaited from any executor, or blocked on from a thread that
 /// runs none.
 pub type BackendFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Reads a leased lock's deadline as it moves ([`BackendLock::deadline`]).
+pub type DeadlineReader = Box<dyn Fn() -> Instant + Send + Sync>;
 
 /// Where locks live.
 ///
@@ -94,6 +97,16 @@ pub trait BackendLock: Send + Sync + fmt::Debug {
         None
     }
 
+    /// For a leased lock, a reader of when whatever it protects must have
+    /// stopped, by this process's monotonic clock: after that, another holder
+    /// may start. It moves on while the lease is renewed, and stays put once
+    /// the lock is lost; [`lost`](Self::lost) completes a notice before it,
+    /// so that a holder can be stopped in time. `None` for locks that are
+    /// never taken from their holder.
+    fn deadline(&self) -> Option<DeadlineReader> {
+        None
+    }
+
     /// Lets the process `command` spawns hold the lock too, as flock(1)'s
     /// command holds its lock file: `true` if it will, and the lock then
     /// stays held while that process (or anything it starts that keeps the
@@ -116,6 +129,10 @@ pub struct Inspection {
     /// The last fencing token issued for the name, if the backend issues them
     /// and the name was ever locked.
     pub token: Option<u64>,
+    /// What is left of the last holder's lease, for a backend that leases
+    /// its locks: `None` once released (or never taken, or not leased), zero
+    /// once ended.
+    pub lease_left: Option<Duration>,
 }
 
 /// Whether a lock is held, as far as the backend can tell.

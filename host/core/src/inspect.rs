@@ -16,5 +16,6 @@ pub fn inspect_from(file: &File) -> io::Result<Inspection> {
         content: read_content_from(file)?,
         locked: sys::lock_state(file),
         token: None,
+        lease_left: None,
     })
 }

@@ -61,7 +61,7 @@
 //!   file's place).
 //! - Every backend, lock files included ([`FileBackend`]), behind one
 //!   boundary: [`LockBackend`], [`BackendLock`], [`Inspection`], [`Locked`],
-//!   [`BackendFuture`] and [`block_on`].
+//!   [`BackendFuture`], [`DeadlineReader`] and [`block_on`].
 //! - Errors: [`Error`], [`TemplateError`], [`LockPathError`].
 //!
 //! [zc.lockfile]: https://pypi.org/project/zc.lockfile/
@@ -81,7 +81,9 @@ mod template;
 mod wait;
 mod wait_thread;
 
-pub use backend::{BackendFuture, BackendLock, Inspection, LockBackend, Locked, block_on};
+pub use backend::{
+    BackendFuture, BackendLock, DeadlineReader, Inspection, LockBackend, Locked, block_on,
+};
 pub use content::{read_content, read_content_from};
 pub use error::Error;
 pub use file_backend::FileBackend;

@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Holder, locker, namespace};
+use common::{Holder, namespace};
 use lockfile_postgres::Error;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres");
@@ -25,13 +25,13 @@ async fn a_server_restart_is_reported_as_lost_within_seconds() {
         "LOCKFILE_TEST_DB is not the server of scripts/postgres, which this test restarts"
     );
     let ns = namespace("restart");
-    let locker = locker(&ns).await;
+    let locker = common::short_lease_locker(&ns).await;
     let lock = locker
         .acquire("job.lock", Some("in-process".into()), Duration::ZERO)
         .await
         .unwrap();
     let lost = lock.lost_notify();
-    let mut holder = Holder::spawn(&ns, "other.lock", "in a probe");
+    let mut holder = Holder::spawn_short_lease(&ns, "other.lock", "in a probe");
     assert!(lock.held());
 
     let start = Instant::now();

@@ -17,6 +17,7 @@ async fn a_silent_server_is_reported_as_lost_by_the_heartbeat() {
     let locker = PgLocker::builder(&db_url())
         .namespace(&ns)
         .heartbeat(Duration::from_millis(200), Duration::from_secs(1))
+        .lease(Duration::from_secs(3), Duration::from_secs(1))
         .connect()
         .await
         .unwrap();

@@ -17,6 +17,7 @@ async fn a_newer_token_on_the_row_is_a_lost_lock_within_one_heartbeat() {
     let locker = PgLocker::builder(&db_url())
         .namespace(&ns)
         .heartbeat(Duration::from_millis(200), Duration::from_secs(2))
+        .lease(Duration::from_secs(4), Duration::from_secs(1))
         .connect()
         .await
         .unwrap();

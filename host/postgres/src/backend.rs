@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lockfile_core::{BackendFuture, BackendLock, Inspection, LockBackend, Locked};
+use lockfile_core::{BackendFuture, BackendLock, DeadlineReader, Inspection, LockBackend, Locked};
 use tokio::task::JoinHandle;
 
 use crate::{Error, PgLock, PgLocker};
@@ -120,6 +120,7 @@ impl LockBackend for PgLocker {
                     (false, _) => Locked::No,
                 },
                 token: found.token,
+                lease_left: found.lease_left,
             })
         });
         Box::pin(async move { work.await? })
@@ -150,6 +151,12 @@ impl BackendLock for PgLock {
     /// The session's end, noticed by its heartbeat (see the crate's docs).
     fn lost(&self) -> Option<BackendFuture<String>> {
         Some(Box::pin(self.lost_notify()))
+    }
+
+    /// The lease's end, less the clocks' margin (see the crate's docs).
+    fn deadline(&self) -> Option<DeadlineReader> {
+        let deadline = self.deadline_watch();
+        Some(Box::new(move || *deadline.borrow()))
     }
 
     fn release(self: Box<Self>) -> BackendFuture<Result<(), lockfile_core::Error>> {

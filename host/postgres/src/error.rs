@@ -36,6 +36,13 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The settings given to the builder do not fit together; nothing was
+    /// connected.
+    #[error("invalid lock database settings: {reason}")]
+    InvalidSettings {
+        /// Which settings, and why.
+        reason: String,
+    },
     /// The session holding the lock ended (the server restarted or failed
     /// over, the network dropped, the server stopped answering): the lock is
     /// no longer held, and another process may hold it now.

@@ -46,24 +46,42 @@
 //!   pool; reads share one session.
 //! - **Fencing tokens**: each acquisition gets a token larger than every
 //!   earlier one for the name ([`PgLock::token`]), issued in the statement
-//!   that takes the lock.
+//!   that takes the lock and committed durably before the lock is returned.
+//! - **Leases: a lost holder has stopped before the next one starts.** Each
+//!   held lock has a lease in its row, on the server's clock (15 s by
+//!   default, [`Builder::lease`]): taken with the lock, renewed by every
+//!   heartbeat (each second) and committed durably, ended by a clean
+//!   release. The holder counts its own deadline on its monotonic clock from
+//!   the last renewal the server confirmed (when it was sent, plus the lease,
+//!   less a margin of [`RATE_MARGIN_PERCENT`] for the clocks' rates), and
+//!   declares the lock lost a notice (5 s) before that deadline whatever the
+//!   network does, so that what it protects can be stopped by then
+//!   ([`PgLock::deadline`]). A new holder that takes the advisory lock while
+//!   the last holder's lease runs unreleased (it vanished: a crash, a
+//!   partition, a server restart) waits that lease out before
+//!   [`PgLocker::acquire`] returns. Assumed: the holder's and the server's
+//!   clocks run at rates within [`RATE_MARGIN_PERCENT`] of each other; a
+//!   holder paused for longer than its lease (SIGSTOP, a frozen virtual
+//!   machine) is beyond any lease, and only the fencing token turns it away;
+//!   so is a failover to a replica that lacks the last renewals
+//!   (asynchronous replication).
 //!
 //! # What does not
 //!
 //! - **A lock can be lost.** When the session ends (server restart or
 //!   failover, network loss, a server that stops answering) the lock is free
-//!   for others. The holder learns it at once when the server closes the
-//!   connection (a restart, `pg_terminate_backend`), and within about 6 s
-//!   when it goes silent: each held lock's session is checked every second
-//!   and given 5 s to answer, over TCP keepalives and `tcp_user_timeout`
-//!   ([`PgLock::held`], [`PgLock::lost_notify`]). Each check asks whether the
-//!   session still holds the advisory lock (`pg_locks`) and the name's row
-//!   still carries this holder's fencing token, so a session a pooler moved,
-//!   or a token issued to someone else, is a loss within one check. The
-//!   server sets the same keepalives on its end of a lock's session, so a
-//!   client that vanished loses its locks within about 5 s. Whatever the lock
-//!   guards should check the
-//!   fencing token.
+//!   for others once the lease ends. The holder learns it at once when the
+//!   server closes the connection (a restart, `pg_terminate_backend`), and
+//!   within about 6 s when it goes silent: each held lock's session is
+//!   checked every second and given 5 s to answer, over TCP keepalives and
+//!   `tcp_user_timeout` ([`PgLock::held`], [`PgLock::lost_notify`]). Each
+//!   check asks whether the session still holds the advisory lock
+//!   (`pg_locks`) and the name's row still carries this holder's fencing
+//!   token, so a session a pooler moved, or a token issued to someone else,
+//!   is a loss within one check. The server sets the same keepalives on its
+//!   end of a lock's session, so a client that vanished loses its advisory
+//!   locks within about 5 s, and its lease ends after the lease's length.
+//!   Whatever the lock guards should check the fencing token.
 //! - **Connection poolers in transaction mode** (PgBouncer's
 //!   `pool_mode = transaction`) hand a session to other clients between
 //!   transactions, which breaks session locks: connect to the server, or to a
@@ -112,10 +130,11 @@
 //! - [`PgLocker`] (from [`PgLocker::connect`] or its [`Builder`]): acquire,
 //!   read, inspect ([`Inspection`]); it is a [`lockfile_core::LockBackend`].
 //! - [`PgLock`]: a held lock, its fencing token, whether it is still held,
-//!   the notice of its loss, its release.
+//!   the notice of its loss, its deadline, its release.
 //! - [`Error`], whose database failures keep the server's answer as their
 //!   source ([`DbFailure`], with its SQLSTATE); [`redact_url`] for logging a
-//!   URL; [`DEFAULT_NAMESPACE`] and [`ADVISORY_KEY_BASE`].
+//!   URL; [`DEFAULT_NAMESPACE`], [`ADVISORY_KEY_BASE`] and
+//!   [`RATE_MARGIN_PERCENT`].
 //! - With the feature `testing`, two helpers for this repository's tests and
 //!   benchmarks (a bare floor cycle, the lock session's TLS): not a stable
 //!   API.
@@ -124,6 +143,7 @@
 
 mod backend;
 mod error;
+mod lease;
 mod lock;
 mod locker;
 mod pool;
@@ -134,6 +154,7 @@ mod tls;
 mod url;
 
 pub use error::{DbFailure, Error};
+pub use lease::RATE_MARGIN_PERCENT;
 pub use lock::PgLock;
 pub use locker::{Builder, Inspection, PgLocker};
 pub use sql::ADVISORY_KEY_BASE;

@@ -1,6 +1,6 @@
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
@@ -9,6 +9,7 @@ use tokio_postgres::{Client, Statement};
 
 use crate::Error;
 use crate::error::describe;
+use crate::lease::Lease;
 use crate::pool::Inner;
 use crate::session::Session;
 
@@ -23,13 +24,18 @@ use crate::session::Session;
 /// (the server restarts or fails over, the network drops, the server stops
 /// answering), the server frees the lock and someone else may take it.
 /// [`held`](Self::held) and [`lost_notify`](Self::lost_notify) say so within
-/// a few seconds; guard what the lock protects with the
-/// [`token`](Self::token).
+/// a heartbeat when the loss is seen, and at the latest the lease's notice
+/// before its [`deadline`](Self::deadline), when the lease could not be
+/// renewed; the next holder does not start before that deadline. Guard what
+/// the lock protects with the [`token`](Self::token) too: a holder paused
+/// for longer than the lease (SIGSTOP, a frozen machine) can only be turned
+/// away there.
 pub struct PgLock {
     pub(crate) inner: Arc<Inner>,
     session: Option<Session>,
     heartbeat: Option<JoinHandle<()>>,
     lost: watch::Receiver<Option<String>>,
+    deadline: watch::Receiver<Instant>,
     name: String,
     key: i64,
     token: u64,
@@ -55,22 +61,32 @@ impl PgLock {
         key: i64,
         token: u64,
         content: Option<String>,
+        sent: Instant,
     ) -> Self {
         let (lost_tx, lost) = watch::channel(None);
+        let lease = inner.settings.lease;
+        let (deadline_tx, deadline) = watch::channel(lease.deadline(sent));
         let heartbeat = tokio::spawn(heartbeat(
             session.client.clone(),
             session.ended.clone(),
             session.abort_handle(),
-            lost_tx,
+            Told {
+                lost: lost_tx,
+                deadline: deadline_tx,
+            },
             Owner { key, token },
-            inner.settings.heartbeat_interval,
-            inner.settings.heartbeat_timeout,
+            Beat {
+                interval: inner.settings.heartbeat_interval,
+                limit: inner.settings.heartbeat_timeout,
+                lease,
+            },
         ));
         PgLock {
             inner,
             session: Some(session),
             heartbeat: Some(heartbeat),
             lost,
+            deadline,
             name,
             key,
             token,
@@ -102,6 +118,41 @@ impl PgLock {
     /// within the heartbeat timeout (5 s) even if the server goes silent.
     pub fn held(&self) -> bool {
         self.lost.borrow().is_none() && self.session.as_ref().is_some_and(Session::alive)
+    }
+
+    /// When whatever this lock protects must have stopped, by this process's
+    /// monotonic clock: the end of the lease the server last confirmed, less
+    /// the clocks' margin. It moves on with every renewal while the lock is
+    /// held, and stays put once the lock is lost: after it, another holder
+    /// may start.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.borrow()
+    }
+
+    /// The deadline as it moves, for a reader that outlives a borrow.
+    pub(crate) fn deadline_watch(&self) -> watch::Receiver<Instant> {
+        self.deadline.clone()
+    }
+
+    /// Waits out the lease of a holder that vanished without releasing the
+    /// lock, which the server said has `left` to run by its clock: that
+    /// holder may run until then. Fails if this lock is lost meanwhile.
+    pub(crate) async fn wait_out_prior(&self, left: Duration) -> Result<(), Error> {
+        if left.is_zero() {
+            return Ok(());
+        }
+        let wait = Lease::wait_out(left);
+        log::info!(
+            "the last holder of '{}' vanished without releasing it: waiting out its lease, {wait:?}",
+            self.name
+        );
+        tokio::select! {
+            reason = self.lost_notify() => Err(Error::Lost {
+                name: self.name.clone(),
+                reason,
+            }),
+            () = tokio::time::sleep(wait) => Ok(()),
+        }
     }
 
     /// Why the lock was lost, if it was.
@@ -147,9 +198,20 @@ impl PgLock {
         if let Some(reason) = self.lost.borrow().clone().or_else(|| session.end_reason()) {
             return Err(lost(reason));
         }
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.key];
-        let unlock = session.client.query_one(&session.stmts.unlock, &params);
-        match timeout(self.inner.settings.heartbeat_timeout, unlock).await {
+        let token = self.token as i64;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.key, &token];
+        // One round trip: the lease ends, then the lock is unlocked, each
+        // committed in the order sent.
+        let end_lease = session.client.execute(&session.stmts.end_lease, &params);
+        let unlock = session
+            .client
+            .query_one(&session.stmts.unlock, &params[..1]);
+        let both = async {
+            let (ended, unlocked) = tokio::join!(end_lease, unlock);
+            ended?;
+            unlocked
+        };
+        match timeout(self.inner.settings.heartbeat_timeout, both).await {
             Ok(Ok(row)) if row.get::<_, bool>(0) => {
                 self.inner.put(session);
                 Ok(())
@@ -189,10 +251,12 @@ struct Owner {
 
 impl Owner {
     /// Why the lock is not this holder's any more, from a row of
-    /// [`sql::OWNS`](crate::sql::OWNS); `None` while it is.
+    /// [`sql::RENEW`](crate::sql::RENEW); `None` while it is (and the lease
+    /// was renewed).
     fn lost(&self, row: &tokio_postgres::Row) -> Option<String> {
         let holds: bool = row.get(0);
         let token: Option<i64> = row.get(1);
+        let renewed: bool = row.get(2);
         if !holds {
             return Some(
                 "this session no longer holds the advisory lock (was the session moved by a pooler, or the lock unlocked?)"
@@ -206,49 +270,93 @@ impl Owner {
                 self.token
             ));
         }
+        if !renewed {
+            return Some("the lease could not be renewed".into());
+        }
         None
     }
 }
 
-/// Watches a held lock's session: ends when the connection does, or checks
-/// every `interval` that the session still owns the lock (its advisory lock,
-/// and the row's token, [`Owner`]), and declares the lock lost if it does not,
-/// or if the check fails or takes longer than `limit`. A session declared
+/// How a heartbeat beats: every `interval`, each renewal answered within
+/// `limit`, renewing `lease`.
+#[derive(Clone, Copy)]
+struct Beat {
+    interval: Duration,
+    limit: Duration,
+    lease: Lease,
+}
+
+/// What a heartbeat tells the lock: the loss, and the deadline.
+struct Told {
+    lost: watch::Sender<Option<String>>,
+    deadline: watch::Sender<Instant>,
+}
+
+/// Watches a held lock's session and renews its lease: ends when the
+/// connection does, or renews every `interval` while the session still owns
+/// the lock (its advisory lock, and the row's token, [`Owner`]), and declares
+/// the lock lost if it does not, if a renewal fails or takes longer than
+/// `limit`, or, whatever the network does, once the lease's notice before
+/// the deadline has come without a confirmed renewal. A session declared
 /// lost is closed, so it cannot come back holding the lock.
 async fn heartbeat(
     client: Arc<Client>,
     mut ended: watch::Receiver<Option<String>>,
     connection: Option<AbortHandle>,
-    lost: watch::Sender<Option<String>>,
+    told: Told,
     owner: Owner,
-    interval: Duration,
-    limit: Duration,
+    beat: Beat,
 ) {
+    let Beat {
+        interval,
+        limit,
+        lease,
+    } = beat;
+    let key = owner.key;
+    let token = owner.token as i64;
+    let length = lease.micros();
     // Prepared at the first beat, not with the lock: a short hold pays for
     // no extra round trip.
-    let mut owns: Option<Statement> = None;
+    let mut renew: Option<Statement> = None;
+    let unrenewed = || {
+        format!(
+            "no renewal of its lease was confirmed in time: it ends on the server within {:?}",
+            lease.notice + lease.margin()
+        )
+    };
     let reason = loop {
+        let stop_at = tokio::time::Instant::from_std(lease.stop_at(*told.deadline.borrow()));
         tokio::select! {
             biased;
             reason = ended.wait_for(Option::is_some) => {
                 break reason.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
             }
+            () = tokio::time::sleep_until(stop_at) => break unrenewed(),
             () = tokio::time::sleep(interval) => {}
         }
+        let sent = Instant::now();
         let check = async {
-            let statement = match &owns {
+            let statement = match &renew {
                 Some(statement) => statement.clone(),
-                None => client.prepare(crate::sql::OWNS).await?,
+                None => client.prepare(crate::sql::RENEW).await?,
             };
-            let row = client.query_one(&statement, &[&owner.key]).await?;
+            let row = client
+                .query_one(&statement, &[&key, &token, &length])
+                .await?;
             Ok::<_, tokio_postgres::Error>((statement, row))
         };
-        match timeout(limit, check).await {
+        let answer = tokio::select! {
+            biased;
+            answer = timeout(limit, check) => answer,
+            () = tokio::time::sleep_until(stop_at) => break unrenewed(),
+        };
+        match answer {
             Ok(Ok((statement, row))) => {
-                owns = Some(statement);
+                renew = Some(statement);
                 if let Some(reason) = owner.lost(&row) {
                     break reason;
                 }
+                told.deadline.send_replace(lease.deadline(sent));
             }
             Ok(Err(error)) => {
                 // The connection task knows best why the session ended.
@@ -265,5 +373,5 @@ async fn heartbeat(
     if let Some(connection) = connection {
         connection.abort();
     }
-    lost.send_replace(Some(reason));
+    told.lost.send_replace(Some(reason));
 }

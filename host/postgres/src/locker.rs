@@ -1,13 +1,14 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::time::timeout;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use crate::error::{DbFailure, describe};
+use crate::lease::{self, Lease};
 use crate::lock::PgLock;
 use crate::pool::{Inner, Settings, open_timeout};
 use crate::record;
@@ -57,6 +58,11 @@ pub struct Inspection {
     pub token: Option<u64>,
     /// The advisory key of the name; `None` if the name was never used.
     pub key: Option<i64>,
+    /// What is left of the last holder's lease by the server's clock: `None`
+    /// once it released the lock (or never took it), zero once the lease has
+    /// ended. A lease left on a lock nobody holds is a holder that vanished
+    /// and may still be running: the next holder waits it out.
+    pub lease_left: Option<Duration>,
 }
 
 impl Builder {
@@ -77,19 +83,24 @@ impl Builder {
         self
     }
 
-    /// Commits every acquisition synchronously (`synchronous_commit` as the
-    /// server has it, normally `on`), so its fencing token is on disk before
-    /// the holder learns it; that costs a WAL flush per acquisition (0.15 ms
-    /// on the test VM).
+    /// How long a holder whose session ended may still be running (default
+    /// 15 s): each heartbeat renews the lock's lease to this from now, by
+    /// the server's clock, and a holder that cannot renew it is told the lock
+    /// is lost `notice` before the lease ends by its own clock (default 5 s:
+    /// what a command gets between SIGTERM and SIGKILL), and must have
+    /// stopped at its end, whatever the network does. The next holder of a
+    /// lock whose last holder vanished without releasing it waits out that
+    /// holder's lease before it gets the lock.
     ///
-    /// Off by default. Tokens then still never repeat after a crash that
-    /// loses the last commits, because each token is at least the server's
-    /// clock in microseconds (`GREATEST(token + 1, now)`): only a server
-    /// clock set back across such a crash, or a failover to a replica whose
-    /// clock lags by more than the failover takes, could repeat one. Turn it
-    /// on if that is not enough.
-    pub fn durable_tokens(mut self, durable: bool) -> Self {
-        self.settings.durable_tokens = durable;
+    /// [`connect`](Builder::connect) refuses settings where the heartbeat
+    /// interval, its timeout, the notice and the clocks' margin
+    /// ([`RATE_MARGIN_PERCENT`](crate::RATE_MARGIN_PERCENT) of the lease) do
+    /// not fit in the lease.
+    pub fn lease(mut self, lease: Duration, notice: Duration) -> Self {
+        self.settings.lease = Lease {
+            length: lease,
+            notice,
+        };
         self
     }
 
@@ -104,13 +115,21 @@ impl Builder {
     /// none. Needs a tokio runtime with I/O and time enabled.
     ///
     /// Errors: [`Error::InvalidUrl`] (an unknown `sslmode` or an unreadable
-    /// `sslrootcert` file included), [`Error::InvalidNamespace`], and
+    /// `sslrootcert` file included), [`Error::InvalidNamespace`],
+    /// [`Error::InvalidSettings`] (see [`lease`](Self::lease)), and
     /// [`lockfile_core::Error::Io`] (`couldn't connect to '<url>': <why>`)
     /// when the server cannot be reached, refuses the login, lacks the
     /// database, or shows a certificate the `sslmode` refuses.
     pub async fn connect(self) -> Result<PgLocker, Error> {
         let url = url::parse(&self.url)?;
         record::check_namespace(&self.namespace)?;
+        let settings = &self.settings;
+        lease::check(
+            &settings.lease,
+            settings.heartbeat_interval,
+            settings.heartbeat_timeout,
+        )
+        .map_err(|reason| Error::InvalidSettings { reason })?;
         let open = Session::open(&url, Role::Reader);
         let reader = match timeout(open_timeout(&url, &self.settings), open).await {
             Ok(Ok(reader)) => reader,
@@ -152,7 +171,10 @@ impl PgLocker {
             settings: Settings {
                 heartbeat_interval: Duration::from_secs(1),
                 heartbeat_timeout: Duration::from_secs(5),
-                durable_tokens: false,
+                lease: Lease {
+                    length: Duration::from_secs(15),
+                    notice: Duration::from_secs(5),
+                },
                 max_idle_sessions: 8,
             },
         }
@@ -181,6 +203,11 @@ impl PgLocker {
     /// A second acquisition of a name this process holds fails like any other
     /// (each lock has a session of its own, and sessions exclude each other).
     ///
+    /// When the last holder vanished without releasing the lock (its session
+    /// ended: a crash, a lost network), it may still be running until its
+    /// lease ends (see [`Builder::lease`]): the lock is taken, then that
+    /// lease waited out before this returns, with one try as with a wait.
+    ///
     /// Cancel-safe: dropping the future before it completes cancels the
     /// server-side wait (a cancel request, then `pg_advisory_unlock_all` on
     /// its session), so a waiter that gives up never ends up holding the lock.
@@ -204,7 +231,10 @@ impl PgLocker {
         let mut remaps = 0;
         loop {
             match self.attempt(&request).await? {
-                Attempt::Taken(lock) => return Ok(lock),
+                Attempt::Taken(lock, prior_left) => {
+                    lock.wait_out_prior(prior_left).await?;
+                    return Ok(lock);
+                }
                 // A pooled session the server had ended (a restart): nothing
                 // was taken; try once on a new one.
                 Attempt::StaleSession(_) if stale_retries == 0 => stale_retries += 1,
@@ -249,14 +279,18 @@ impl PgLocker {
         // The server answers within the wait; beyond it and the heartbeat
         // timeout, it is not answering.
         let limit = wait.checked_add(inner.settings.heartbeat_timeout);
+        let lease = inner.settings.lease.micros();
+        // The lease starts on the server after this: the holder's deadline
+        // counts from here.
+        let sent = Instant::now();
         let reply = if wait.is_zero() {
-            let params: [&(dyn ToSql + Sync); 4] = [&key, namespace, &lock_name, content];
+            let params: [&(dyn ToSql + Sync); 5] = [&key, namespace, &lock_name, content, &lease];
             let query = session.client.query_one(&stmts.try_lock, &params);
             timeout(inner.settings.heartbeat_timeout, query).await
         } else {
             let lock_timeout = lock_timeout(wait);
-            let params: [&(dyn ToSql + Sync); 5] =
-                [&key, namespace, &lock_name, content, &lock_timeout];
+            let params: [&(dyn ToSql + Sync); 6] =
+                [&key, namespace, &lock_name, content, &lease, &lock_timeout];
             let query = session.client.query_one(&stmts.wait_lock, &params);
             match limit {
                 Some(limit) => timeout(limit, query).await,
@@ -298,7 +332,7 @@ impl PgLocker {
                 ));
             }
         };
-        self.taken(row, flight.land(), key, request).await
+        self.taken(row, flight.land(), key, sent, request).await
     }
 
     /// The wait ran out on the server. It may have granted the lock in that
@@ -336,11 +370,14 @@ impl PgLocker {
         row: Row,
         session: Session,
         key: i64,
+        sent: Instant,
         request: &Request<'_>,
     ) -> Result<Attempt, Error> {
         let inner = &self.inner;
         let taken: bool = row.get(0);
         let token: Option<i64> = row.get(1);
+        let prior_left: Option<i64> = row.get(3);
+        let waited: Option<i64> = row.get(4);
         if !taken {
             inner.put(session);
             return Err(lockfile_core::Error::Locked {
@@ -350,14 +387,17 @@ impl PgLocker {
             .into());
         }
         if let Some(token) = token {
-            return Ok(Attempt::Taken(PgLock::new(
+            let lock = PgLock::new(
                 inner.clone(),
                 session,
                 request.name.to_owned(),
                 key,
                 token as u64,
                 request.content.clone(),
-            )));
+                // The lease started no earlier than this.
+                sent + Lease::slower(micros(waited)),
+            );
+            return Ok(Attempt::Taken(lock, micros(prior_left)));
         }
         // The key was taken but the name no longer maps to it: the row was
         // replaced by hand. Let go, forget the key and ask again.
@@ -405,8 +445,8 @@ impl PgLocker {
         Ok(true)
     }
 
-    /// Whether `name` is held now, by which server process, with which record
-    /// and token, without taking it.
+    /// Whether `name` is held now, by which server process, with which record,
+    /// token and lease, without taking it.
     pub async fn inspect(&self, name: &str) -> Result<Inspection, Error> {
         let lock_name = record::lock_name(name)?;
         let rows = self
@@ -422,12 +462,14 @@ impl PgLocker {
         };
         let token: i64 = row.get(1);
         let holder_pid: Option<i32> = row.get(3);
+        let lease_left: Option<i64> = row.get(4);
         Ok(Inspection {
             content: nonempty(row.get(0)),
             locked: holder_pid.is_some(),
             holder_pid,
             token: (token > 0).then_some(token as u64),
             key: Some(row.get(2)),
+            lease_left: lease_left.map(|us| micros(Some(us))),
         })
     }
 
@@ -644,11 +686,18 @@ struct Request<'a> {
 
 /// How one attempt of [`PgLocker::acquire`] ended, when it did not fail.
 enum Attempt {
-    Taken(PgLock),
+    /// Taken; the last holder's lease still runs this long by the server's
+    /// clock (zero if it released the lock, or its lease has ended).
+    Taken(PgLock, Duration),
     /// A pooled session had been ended by the server: nothing was taken.
     StaleSession(Error),
     /// The name's row no longer maps to the key that was locked.
     Remapped,
+}
+
+/// A count of microseconds from the server (NULL or negative: none).
+fn micros(count: Option<i64>) -> Duration {
+    Duration::from_micros(count.unwrap_or(0).max(0) as u64)
 }
 
 fn lock_timeout(wait: Duration) -> String {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 
+use crate::lease::Lease;
 use crate::session::{OpenError, Role, Session};
 use crate::url::{self, DbUrl};
 
@@ -15,7 +16,7 @@ use crate::url::{self, DbUrl};
 pub(crate) struct Settings {
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
-    pub durable_tokens: bool,
+    pub lease: Lease,
     pub max_idle_sessions: usize,
 }
 
@@ -65,12 +66,9 @@ impl Inner {
                 None => break,
             }
         }
-        let role = Role::Lock {
-            durable: self.settings.durable_tokens,
-        };
         match timeout(
             open_timeout(&self.url, &self.settings),
-            Session::open(&self.url, role),
+            Session::open(&self.url, Role::Lock),
         )
         .await
         {

@@ -16,6 +16,7 @@ pub(crate) struct Statements {
     pub try_lock: Statement,
     pub wait_lock: Statement,
     pub unlock: Statement,
+    pub end_lease: Statement,
     pub clear: Statement,
     pub find_key: Statement,
     pub create_key: Statement,
@@ -32,22 +33,13 @@ pub(crate) struct Statements {
 const LOCK_SESSION: &str = "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; \
      SET tcp_keepalives_count = 3; SET tcp_user_timeout = 5000";
 
-/// [`LOCK_SESSION`], committing without waiting for the disk: the fencing
-/// token's safety across a crash comes from its clock floor instead (see
-/// `Builder::durable_tokens`).
-const LOCK_SESSION_ASYNC_COMMIT: &str = "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; \
-     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 5000; SET synchronous_commit = off";
-
 /// What a session is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
     /// Reads and key look-ups; creates the table if it is missing.
     Reader,
     /// Holds one lock at a time.
-    Lock {
-        /// Commit each acquisition synchronously (see `Builder::durable_tokens`).
-        durable: bool,
-    },
+    Lock,
 }
 
 pub(crate) struct Session {
@@ -94,13 +86,9 @@ impl Session {
                 ensure_schema(&mut client).await?;
                 prepare(&client).await?
             }
-            Role::Lock { durable } => {
+            Role::Lock => {
                 // Sent together with the statements: one round trip.
-                let settings = client.batch_execute(if durable {
-                    LOCK_SESSION
-                } else {
-                    LOCK_SESSION_ASYNC_COMMIT
-                });
+                let settings = client.batch_execute(LOCK_SESSION);
                 // PostgreSQL 14+: a wait notices a closed client within 1 s.
                 // Older servers lack the setting; the wait's own timeout and
                 // the cancel request still end it.
@@ -158,10 +146,11 @@ impl Drop for ConnTask {
 
 async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     // Sent together: one round trip.
-    let (try_lock, wait_lock, unlock, clear, find_key, create_key, read, inspect) = tokio::try_join!(
+    let (try_lock, wait_lock, unlock, end_lease, clear, find_key, create_key, read, inspect) = tokio::try_join!(
         client.prepare(sql::TRY_LOCK),
         client.prepare(sql::WAIT_LOCK),
         client.prepare(sql::UNLOCK),
+        client.prepare(sql::END_LEASE),
         client.prepare(sql::CLEAR),
         client.prepare(sql::FIND_KEY),
         client.prepare(sql::CREATE_KEY),
@@ -172,6 +161,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         try_lock,
         wait_lock,
         unlock,
+        end_lease,
         clear,
         find_key,
         create_key,
@@ -180,8 +170,9 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     })
 }
 
-/// Creates the table on first use. Concurrent first users serialise on a
-/// transaction-level advisory lock, so none sees a half-made table.
+/// Creates the table on first use, or gives a table made before leases
+/// their columns. Concurrent first users serialise on a transaction-level
+/// advisory lock, so none sees a half-made table.
 async fn ensure_schema(client: &mut Client) -> Result<(), OpenError> {
     let version: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int", &[])
@@ -190,10 +181,8 @@ async fn ensure_schema(client: &mut Client) -> Result<(), OpenError> {
     if version < sql::MIN_SERVER_VERSION {
         return Err(OpenError::Old(version));
     }
-    let exists = client
-        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&sql::TABLE])
-        .await?;
-    if exists.get::<_, bool>(0) {
+    let state = client.query_one(sql::TABLE_STATE, &[&sql::TABLE]).await?;
+    if state.get::<_, bool>(1) {
         return Ok(());
     }
     let transaction = client.transaction().await?;
@@ -204,9 +193,11 @@ async fn ensure_schema(client: &mut Client) -> Result<(), OpenError> {
         )
         .await?;
     let row = transaction
-        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&sql::TABLE])
+        .query_one(sql::TABLE_STATE, &[&sql::TABLE])
         .await?;
-    if !row.get::<_, bool>(0) {
+    if row.get::<_, bool>(0) && !row.get::<_, bool>(1) {
+        transaction.batch_execute(sql::ADD_LEASES).await?;
+    } else if !row.get::<_, bool>(0) {
         match transaction.batch_execute(&sql::schema()).await {
             Ok(()) => {}
             // The advisory lock does not refresh this session's catalog

@@ -12,7 +12,8 @@ pub(crate) const MIN_SERVER_VERSION: i32 = 12_0000;
 pub(crate) const TABLE: &str = "lockfile_locks";
 
 /// Run once per database, in a transaction holding the advisory
-/// transaction lock on [`ADVISORY_KEY_BASE`], when the table is missing.
+/// transaction lock on [`ADVISORY_KEY_BASE`], when the table is missing
+/// (older tables get the leases' columns from [`ADD_LEASES`]).
 pub(crate) fn schema() -> String {
     format!(
         r#"
@@ -24,10 +25,12 @@ CREATE TABLE {TABLE} (
     holder text,
     backend_pid integer,
     acquired_at timestamptz,
+    lease_ends timestamptz,
+    prior_lease_ends timestamptz,
     PRIMARY KEY (namespace, name)
 );
 COMMENT ON TABLE {TABLE} IS
-    'lockfile-postgres: one row per lock name, never deleted. key: the advisory lock key; token: the last fencing token; holder: the record of the last holder';
+    'lockfile-postgres: one row per lock name, never deleted. key: the advisory lock key; token: the last fencing token; holder: the record of the last holder; lease_ends: when the holder''s lease ends by this server''s clock (NULL once released): until then a holder whose session ended may still run; prior_lease_ends: the lease the holder took over and waited out';
 CREATE FUNCTION {TABLE}_keep() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION '{TABLE} rows are permanent: deleting or renaming one lets two holders of a lock both succeed';
@@ -40,18 +43,42 @@ CREATE TRIGGER {TABLE}_keep BEFORE DELETE OR UPDATE OF namespace, name, key ON {
     )
 }
 
+/// Brings a table made before leases up to date; run like [`schema`], when
+/// the table lacks `lease_ends`.
+pub(crate) const ADD_LEASES: &str = "ALTER TABLE lockfile_locks
+    ADD COLUMN IF NOT EXISTS lease_ends timestamptz,
+    ADD COLUMN IF NOT EXISTS prior_lease_ends timestamptz";
+
+/// Whether the table exists, and whether it has leases. Parameter: the table's name.
+pub(crate) const TABLE_STATE: &str = "SELECT to_regclass($1::text) IS NOT NULL,
+       EXISTS (SELECT 1 FROM pg_attribute
+                WHERE attrelid = to_regclass($1::text) AND attname = 'lease_ends' AND NOT attisdropped)";
+
 /// What both lock statements do once their `attempt` has run: if it took
 /// the lock, record the holder and issue the next fencing token, in the same
 /// statement. Selects whether the lock was taken, the token (NULL if the lock
 /// was not taken, or if the name no longer maps to the key: never, unless the
-/// table was edited by hand), and the holder's record as it stood before the
-/// statement (for the `Locked` error).
+/// table was edited by hand), the holder's record as it stood before the
+/// statement (for the `Locked` error), and, when taken, how many microseconds
+/// the last holder's lease still runs by the server's clock (0 if it was
+/// released or has ended): a holder whose session ended may run until then;
+/// and how many microseconds the statement ran, by the server's clock,
+/// before the new lease started (a wait in the queue), so that the holder
+/// can count its deadline from when the lease started rather than from when
+/// it sent the statement.
+///
+/// The new holder's lease starts with the statement; it is committed
+/// durably whatever the server's `synchronous_commit` (set by the statement
+/// that uses this), since a lease lost in a crash would let the next holder
+/// start while this one still runs. In READ COMMITTED the update works on
+/// the newest version of the row even when the statement waited for the
+/// lock, so `prior_lease_ends` is the last holder's last renewal.
 ///
 /// The update runs only if the lock was taken (the InitPlan on `attempt` is
 /// evaluated once, before any row), so a failed try writes nothing.
 ///
 /// Parameters: key, namespace, name, record (NULL keeps the last one, as a
-/// lock file without content keeps its bytes).
+/// lock file without content keeps its bytes), the lease in microseconds.
 macro_rules! take_and_record {
     () => {
         "
@@ -60,27 +87,36 @@ taken AS (
        SET token = GREATEST(token + 1, (extract(epoch FROM clock_timestamp()) * 1000000)::bigint),
            holder = COALESCE($4, holder),
            backend_pid = pg_backend_pid(),
-           acquired_at = now()
+           acquired_at = now(),
+           prior_lease_ends = lease_ends,
+           lease_ends = clock_timestamp() + $5::bigint * interval '1 microsecond'
      WHERE (SELECT ok FROM attempt) AND namespace = $2 AND name = $3 AND key = $1
- RETURNING token)
+ RETURNING token,
+           GREATEST(0, extract(epoch FROM prior_lease_ends - clock_timestamp()) * 1000000)::bigint
+               AS prior_left,
+           (extract(epoch FROM lease_ends - statement_timestamp()) * 1000000)::bigint - $5
+               AS waited)
 SELECT (SELECT ok FROM attempt), (SELECT token FROM taken),
-       (SELECT holder FROM lockfile_locks WHERE namespace = $2 AND name = $3)"
+       (SELECT holder FROM lockfile_locks WHERE namespace = $2 AND name = $3),
+       (SELECT prior_left FROM taken), (SELECT waited FROM taken)"
     };
 }
 
 /// Takes the lock with one try (parameters and result: `take_and_record!`).
 pub(crate) const TRY_LOCK: &str = concat!(
     "
-WITH attempt AS MATERIALIZED (SELECT pg_try_advisory_lock($1) AS ok),",
+WITH durable AS MATERIALIZED (SELECT set_config('synchronous_commit', 'on', true)),
+attempt AS MATERIALIZED (SELECT pg_try_advisory_lock($1) AS ok FROM durable),",
     take_and_record!()
 );
 
-/// [`TRY_LOCK`] that waits in the server's queue for the lock, at most `$5`
+/// [`TRY_LOCK`] that waits in the server's queue for the lock, at most `$6`
 /// (a `lock_timeout` value, local to this statement's transaction): SQLSTATE
 /// 55P03 when it runs out. The same bound covers the row update.
 pub(crate) const WAIT_LOCK: &str = concat!(
     "
-WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', $5, true) AS setting),
+WITH timeout AS MATERIALIZED (SELECT set_config('lock_timeout', $6, true),
+                                     set_config('synchronous_commit', 'on', true)),
 attempt AS MATERIALIZED (SELECT pg_advisory_lock($1)::text IS NOT NULL AS ok FROM timeout),",
     take_and_record!()
 );
@@ -88,18 +124,38 @@ attempt AS MATERIALIZED (SELECT pg_advisory_lock($1)::text IS NOT NULL AS ok FRO
 /// Parameter: key.
 pub(crate) const UNLOCK: &str = "SELECT pg_advisory_unlock($1)";
 
+/// A clean release's first half, sent together with [`UNLOCK`] (each commits
+/// on its own, in order): the lease is over, so the next holder need not
+/// wait it out. Not flushed to disk first: a crash that loses it only makes
+/// the next holder wait out the lease. Parameters: key, token.
+pub(crate) const END_LEASE: &str = "
+WITH quick AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE lockfile_locks SET lease_ends = NULL
+ WHERE key = $1::bigint AND token = $2::bigint AND EXISTS (SELECT FROM quick)";
+
 /// A held lock's heartbeat: whether this session still holds the advisory
 /// lock on the key (a bigint key shows in `pg_locks` as classid = high half,
-/// objid = low half, objsubid = 1), and the token the name's row carries
-/// now. Parameter: key.
-pub(crate) const OWNS: &str = "
-SELECT EXISTS (
-         SELECT 1 FROM pg_locks
-          WHERE locktype = 'advisory' AND granted AND objsubid = 1
-            AND pid = pg_backend_pid()
-            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid),
-       (SELECT token FROM lockfile_locks WHERE key = $1::bigint)";
+/// objid = low half, objsubid = 1), the token the name's row carries now,
+/// and whether the lease was renewed (`$3` microseconds from now by the
+/// server's clock, committed durably) — which it is only while both hold.
+/// Parameters: key, token, lease in microseconds.
+pub(crate) const RENEW: &str = "
+WITH durable AS MATERIALIZED (SELECT set_config('synchronous_commit', 'on', true)),
+owns AS MATERIALIZED (
+    SELECT EXISTS (
+             SELECT 1 FROM pg_locks
+              WHERE locktype = 'advisory' AND granted AND objsubid = 1
+                AND pid = pg_backend_pid()
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND classid = ($1::bigint >> 32)::oid AND objid = ($1::bigint & 4294967295)::oid)
+           AS ok
+      FROM durable),
+renewed AS (
+    UPDATE lockfile_locks SET lease_ends = clock_timestamp() + $3::bigint * interval '1 microsecond'
+     WHERE key = $1::bigint AND token = $2::bigint AND (SELECT ok FROM owns)
+ RETURNING 1)
+SELECT (SELECT ok FROM owns), (SELECT token FROM lockfile_locks WHERE key = $1::bigint),
+       EXISTS (SELECT FROM renewed)";
 
 /// After a wait that ended in an error: drop whatever the session holds (the
 /// server may grant the lock in the very instant the wait is cancelled), and
@@ -125,11 +181,17 @@ SELECT key FROM lockfile_locks WHERE namespace = $1 AND name = $2";
 pub(crate) const READ: &str =
     "SELECT holder FROM lockfile_locks WHERE namespace = $1 AND name = $2";
 
-/// The row, and the server process holding its advisory lock now, if any
-/// (a bigint key shows in `pg_locks` as classid = high half, objid = low
-/// half, objsubid = 1). Parameters: namespace, name.
+/// The row, the server process holding its advisory lock now, if any (a
+/// bigint key shows in `pg_locks` as classid = high half, objid = low half,
+/// objsubid = 1), and the microseconds left on the last holder's lease by
+/// the server's clock (NULL once released, 0 once ended). Parameters:
+/// namespace, name.
 pub(crate) const INSPECT: &str = "
-SELECT l.holder, l.token, l.key, p.pid
+SELECT l.holder, l.token, l.key, p.pid,
+       -- GREATEST skips a NULL: a released lease stays NULL through the CASE.
+       CASE WHEN l.lease_ends IS NOT NULL
+            THEN GREATEST(0, extract(epoch FROM l.lease_ends - clock_timestamp()) * 1000000)::bigint
+       END
   FROM lockfile_locks l
   LEFT JOIN pg_locks p
     ON p.locktype = 'advisory' AND p.granted AND p.objsubid = 1

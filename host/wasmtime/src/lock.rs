@@ -33,3 +33,13 @@ impl HostLock {
         }
     }
 }
+
+impl Drop for HostLock {
+    /// The plugin let go of the handle, or stopped (it exited, trapped or
+    /// was stopped): what the lock guarded is not running any more, so the
+    /// lock is released, ending a leased lock's lease, rather than left to
+    /// run out as after a crash.
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -3,10 +3,12 @@
 //!
 //! - when the lock is lost while COMMAND runs (the session ended: a server
 //!   restart or failover, a network loss, a server that stopped answering;
-//!   noticed within about 6 s, see `lockfile_postgres`), COMMAND is stopped:
-//!   SIGTERM, then SIGKILL after [`GRACE`] (on Windows its job object is
-//!   ended at once), and `exec` exits [`crate::exit::LOCK_LOST`]; a loss
-//!   found only when releasing, after COMMAND exited, exits the same way;
+//!   or its lease could not be renewed, noticed by this process's own clock
+//!   --grace before the lease ends), COMMAND is stopped: SIGTERM, then
+//!   SIGKILL after the grace or at the lock's deadline, whichever comes
+//!   first (on Windows its job object is ended at once), and `exec` exits
+//!   [`crate::exit::LOCK_LOST`]; a loss found only when releasing, after
+//!   COMMAND exited, exits the same way;
 //! - when this process dies, the server ends its session and frees the lock,
 //!   and COMMAND gets SIGTERM on Linux (`PR_SET_PDEATHSIG`) and is ended on
 //!   Windows (the job object): it does not go on unprotected.
@@ -14,10 +16,7 @@
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use lockfile_core::{BackendFuture, block_on};
-
-/// How long COMMAND has between SIGTERM and SIGKILL once the lock is lost.
-pub const GRACE: Duration = Duration::from_secs(10);
+use lockfile_core::{BackendFuture, DeadlineReader, block_on};
 
 /// Watches a lock for its loss while COMMAND runs, and stops COMMAND if it
 /// is lost; never signals COMMAND once it has exited.
@@ -47,10 +46,13 @@ impl LossWatch {
     /// Watches `lost` (`None`: a lock that cannot be lost, and nothing is
     /// started) on a thread of its own: if it completes before
     /// [`command_exited`](Self::command_exited), calls `terminate`, then
-    /// `kill` once [`GRACE`] has passed with COMMAND still running. Both are
-    /// called with the watch's state locked, so never after COMMAND exited.
+    /// `kill` once `grace` has passed, or the lock's `deadline` has come, with
+    /// COMMAND still running. Both are called with the watch's state locked,
+    /// so never after COMMAND exited.
     pub fn start(
         lost: Option<BackendFuture<String>>,
+        deadline: Option<DeadlineReader>,
+        grace: Duration,
         terminate: impl FnOnce() + Send + 'static,
         kill: impl FnOnce() + Send + 'static,
     ) -> Self {
@@ -61,7 +63,12 @@ impl LossWatch {
             // until this process exits, which comes right after COMMAND's.
             let started = std::thread::Builder::new()
                 .name("lockfile-loss".into())
-                .spawn(move || stop_on_loss(&watching, block_on(lost), terminate, kill));
+                .spawn(move || {
+                    let reason = block_on(lost);
+                    let kill_at = Instant::now() + grace;
+                    let kill_at = deadline.map_or(kill_at, |deadline| kill_at.min(deadline()));
+                    stop_on_loss(&watching, reason, kill_at, terminate, kill);
+                });
             if let Err(error) = started {
                 log::warn!("the command will not be stopped if the lock is lost: {error}");
             }
@@ -82,7 +89,13 @@ impl LossWatch {
     }
 }
 
-fn stop_on_loss(shared: &Shared, reason: String, terminate: impl FnOnce(), kill: impl FnOnce()) {
+fn stop_on_loss(
+    shared: &Shared,
+    reason: String,
+    deadline: Instant,
+    terminate: impl FnOnce(),
+    kill: impl FnOnce(),
+) {
     let mut state = shared.state();
     if state.exited {
         return;
@@ -90,7 +103,6 @@ fn stop_on_loss(shared: &Shared, reason: String, terminate: impl FnOnce(), kill:
     log::info!("the lock was lost ({reason}): stopping the command");
     state.lost = Some(reason);
     terminate();
-    let deadline = Instant::now() + GRACE;
     while !state.exited {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else {
             kill();

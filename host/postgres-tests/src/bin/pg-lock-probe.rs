@@ -1,7 +1,7 @@
 //! A second process for the tests and the handover benchmark; not a tool.
 //!
 //! ```text
-//! pg-lock-probe [--url URL] [--namespace NS] [--wait-ms N] [--record R] COMMAND NAME [ARGS]
+//! pg-lock-probe [--url URL] [--namespace NS] [--wait-ms N] [--lease-ms N] [--record R] COMMAND NAME [ARGS]
 //!   hold NAME             take the lock, print "locked TOKEN", hold it until stdin closes, release
 //!   try NAME              take the lock, print "locked TOKEN", release it
 //!   count NAME FILE N     N times: take the lock (waiting), add 1 to the number in FILE, release
@@ -9,7 +9,9 @@
 //!                         ns, release; for the handover benchmark
 //! ```
 //!
-//! The URL defaults to `$LOCKFILE_TEST_DB`. Exit status: 0, 75 when the lock
+//! The URL defaults to `$LOCKFILE_TEST_DB`. `--lease-ms` sets a short lease,
+//! with the heartbeat every tenth of it, answered within three tenths, and a
+//! stop notice of three tenths. Exit status: 0, 75 when the lock
 //! is held (or the wait ran out), 74 for other lock errors, 64 for usage.
 
 use std::io::{BufRead, Write};
@@ -22,6 +24,7 @@ struct Args {
     url: String,
     namespace: String,
     wait: Duration,
+    lease: Option<Duration>,
     record: Option<String>,
     rest: Vec<String>,
 }
@@ -32,6 +35,7 @@ fn parse() -> Result<Args, String> {
         url: std::env::var("LOCKFILE_TEST_DB").unwrap_or_default(),
         namespace: lockfile_postgres::DEFAULT_NAMESPACE.to_owned(),
         wait: Duration::ZERO,
+        lease: None,
         record: Some(std::process::id().to_string()),
         rest: Vec::new(),
     };
@@ -43,6 +47,10 @@ fn parse() -> Result<Args, String> {
             "--wait-ms" => {
                 let ms = value()?.parse().map_err(|e| format!("--wait-ms: {e}"))?;
                 parsed.wait = Duration::from_millis(ms);
+            }
+            "--lease-ms" => {
+                let ms = value()?.parse().map_err(|e| format!("--lease-ms: {e}"))?;
+                parsed.lease = Some(Duration::from_millis(ms));
             }
             "--record" => parsed.record = Some(value()?),
             "--no-record" => parsed.record = None,
@@ -57,7 +65,10 @@ fn status(error: &Error) -> u8 {
         Error::Lock(
             lockfile_core::Error::Locked { .. } | lockfile_core::Error::TimedOut { .. },
         ) => 75,
-        Error::InvalidUrl { .. } | Error::Name(_) | Error::InvalidNamespace { .. } => 64,
+        Error::InvalidUrl { .. }
+        | Error::Name(_)
+        | Error::InvalidNamespace { .. }
+        | Error::InvalidSettings { .. } => 64,
         _ => 74,
     }
 }
@@ -81,7 +92,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    let locker = PgLocker::connect(&args.url, &args.namespace).await?;
+    let mut builder = PgLocker::builder(&args.url).namespace(&args.namespace);
+    if let Some(lease) = args.lease {
+        builder = builder
+            .heartbeat(lease / 10, lease * 3 / 10)
+            .lease(lease, lease * 3 / 10);
+    }
+    let locker = builder.connect().await?;
     let rest: Vec<&str> = args.rest.iter().map(String::as_str).collect();
     let out = &mut std::io::stdout();
     match rest.as_slice() {
@@ -154,7 +171,7 @@ async fn run(args: Args) -> Result<(), Error> {
         }
         _ => {
             eprintln!(
-                "usage: pg-lock-probe [--url URL] [--namespace NS] [--wait-ms N] [--record R|--no-record] hold|try|count|handover NAME ..."
+                "usage: pg-lock-probe [--url URL] [--namespace NS] [--wait-ms N] [--lease-ms N] [--record R|--no-record] hold|try|count|handover NAME ..."
             );
             std::process::exit(64);
         }

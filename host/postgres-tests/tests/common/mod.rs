@@ -49,6 +49,22 @@ pub async fn locker(namespace: &str) -> PgLocker {
     PgLocker::connect(&db_url(), namespace).await.unwrap()
 }
 
+/// The short lease of the tests that wait one out: 1 s, with the heartbeat
+/// every 100 ms, answered within 300 ms, and a stop notice of 300 ms (as
+/// `pg-lock-probe --lease-ms 1000`).
+pub const SHORT_LEASE: Duration = Duration::from_secs(1);
+
+/// A locker with [`SHORT_LEASE`].
+pub async fn short_lease_locker(namespace: &str) -> PgLocker {
+    PgLocker::builder(&db_url())
+        .namespace(namespace)
+        .heartbeat(SHORT_LEASE / 10, SHORT_LEASE * 3 / 10)
+        .lease(SHORT_LEASE, SHORT_LEASE * 3 / 10)
+        .connect()
+        .await
+        .unwrap()
+}
+
 /// A plain connection for looking at the server from outside.
 pub async fn raw_client() -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(&db_url(), tokio_postgres::NoTls)
@@ -92,7 +108,18 @@ pub struct Holder {
 impl Holder {
     /// Starts `pg-lock-probe hold NAME` and waits until it holds the lock.
     pub fn spawn(namespace: &str, name: &str, record: &str) -> Holder {
+        Self::spawn_with(namespace, name, record, &[])
+    }
+
+    /// [`spawn`](Self::spawn) with [`SHORT_LEASE`].
+    pub fn spawn_short_lease(namespace: &str, name: &str, record: &str) -> Holder {
+        let ms = SHORT_LEASE.as_millis().to_string();
+        Self::spawn_with(namespace, name, record, &["--lease-ms", &ms])
+    }
+
+    fn spawn_with(namespace: &str, name: &str, record: &str, options: &[&str]) -> Holder {
         let mut child = probe(namespace)
+            .args(options)
             .args(["--record", record, "hold", name])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -136,6 +163,34 @@ impl Holder {
     pub fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+}
+
+/// Takes `name` with one try (which waits out a vanished holder's lease);
+/// returns the lock and how long that took.
+pub async fn take_timed(locker: &PgLocker, name: &str) -> (lockfile_postgres::PgLock, Duration) {
+    let start = Instant::now();
+    let lock = locker.acquire(name, None, Duration::ZERO).await.unwrap();
+    (lock, start.elapsed())
+}
+
+/// Inspects `name` until `ready` says so (within 5 s); returns what it saw.
+pub async fn wait_for_inspection(
+    locker: &PgLocker,
+    name: &str,
+    ready: impl Fn(&lockfile_postgres::Inspection) -> bool,
+) -> lockfile_postgres::Inspection {
+    let start = Instant::now();
+    loop {
+        let found = locker.inspect(name).await.unwrap();
+        if ready(&found) {
+            return found;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{name}: still {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
