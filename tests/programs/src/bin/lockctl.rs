@@ -27,7 +27,8 @@
 //! - `tries N PATH` N failed tries on a held PATH -> `try-ns NANOS` per try
 //! - `cat FILE` -> `file CONTENT` or `error ...`; `write FILE TEXT` -> `wrote` or `error ...`
 //! - `now` -> `now NANOS`, the wall clock in ns since the Unix epoch: the one
-//!   clock two plugin processes share, for handover benchmarks
+//!   clock two plugin processes share, for handover benchmarks; `life FILE`
+//!   appends it to `/data/FILE` every 20 ms, forever: signs of life
 //! - `taken-at` -> `now NANOS`, the wall clock read as the newest `lock` step
 //!   returned, before it printed anything: when a waiter started to hold
 //! - `released-at` -> `now NANOS`, the wall clock read just before the newest
@@ -256,6 +257,18 @@ fn main() {
                 }
             }
             "now" => println!("now {}", wall_clock_ns()),
+            "life" => {
+                use std::io::Write;
+                let mut life = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data(arg()))
+                    .unwrap();
+                loop {
+                    writeln!(life, "{}", wall_clock_ns()).unwrap();
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             "taken-at" => println!("now {}", taken_at.expect("taken-at: no lock taken")),
             "released-at" => {
                 println!(
