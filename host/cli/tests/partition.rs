@@ -22,8 +22,47 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// The lease of these trials: short, so that each takes seconds.
-const LEASE: Duration = Duration::from_secs(6);
+/// The lease of these trials: short, so that each takes seconds; its grace
+/// is a third of it (2 s), as `lockfile` makes it for a short lease.
+const SHORT_LEASE: Duration = Duration::from_secs(6);
+
+/// The settings of a run: CI's short lease once per kind of holder, or,
+/// with `LOCKFILE_PARTITION_DEFAULTS=1`, the default lease (15 s, grace
+/// 5 s), and `LOCKFILE_PARTITION_TRIALS` rounds of every kind.
+struct Settings {
+    /// `None`: the default.
+    lease: Option<Duration>,
+    rounds: usize,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let defaults = std::env::var("LOCKFILE_PARTITION_DEFAULTS").as_deref() == Ok("1");
+        let rounds = std::env::var("LOCKFILE_PARTITION_TRIALS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        Settings {
+            lease: (!defaults).then_some(SHORT_LEASE),
+            rounds,
+        }
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease.unwrap_or(Duration::from_secs(15))
+    }
+
+    fn grace(&self) -> Duration {
+        (self.lease() / 3).min(Duration::from_secs(5))
+    }
+
+    /// The `--lease` option, if not the default.
+    fn options(&self) -> Vec<String> {
+        self.lease
+            .map(|lease| vec!["--lease".to_owned(), format!("{}s", lease.as_secs())])
+            .unwrap_or_default()
+    }
+}
 
 /// What the holder's COMMAND does with SIGTERM. Each appends the wall clock
 /// (ns) to `life` every 20 ms while it runs: its signs of life.
@@ -31,21 +70,22 @@ const LEASE: Duration = Duration::from_secs(6);
 enum OnSigterm {
     /// Ends at once.
     Ends,
-    /// Goes on for 1.8 s of the 2 s grace, still showing life.
+    /// Goes on for nine tenths of the grace, still showing life.
     TakesNearlyTheGrace,
     /// Ignores it, and must be killed.
     Ignores,
 }
 
 impl OnSigterm {
-    fn script(self) -> &'static str {
+    fn script(self, grace: Duration) -> String {
+        const LIFE: &str = "while :; do date +%s%N >>life; sleep 0.02; done";
         match self {
-            OnSigterm::Ends => "while :; do date +%s%N >>life; sleep 0.02; done",
-            OnSigterm::TakesNearlyTheGrace => concat!(
-                "trap 'i=0; while [ $i -lt 18 ]; do date +%s%N >>life; sleep 0.1; i=$((i+1)); done; exit 0' TERM; ",
-                "while :; do date +%s%N >>life; sleep 0.02; done"
+            OnSigterm::Ends => LIFE.to_owned(),
+            OnSigterm::TakesNearlyTheGrace => format!(
+                "trap 'i=0; while [ $i -lt {} ]; do date +%s%N >>life; sleep 0.1; i=$((i+1)); done; exit 0' TERM; {LIFE}",
+                grace.as_millis() * 9 / 10 / 100
             ),
-            OnSigterm::Ignores => "trap '' TERM; while :; do date +%s%N >>life; sleep 0.02; done",
+            OnSigterm::Ignores => format!("trap '' TERM; {LIFE}"),
         }
     }
 }
@@ -137,13 +177,20 @@ fn last_life(dir: &Path) -> Option<u128> {
     text.lines().filter_map(|line| line.parse().ok()).max()
 }
 
-fn lockfile_exec(db: &str, ns: &str, dir: &Path, extra: &[&str], script: &str) -> Command {
+fn lockfile_exec(
+    settings: &Settings,
+    db: &str,
+    ns: &str,
+    dir: &Path,
+    extra: &[&str],
+    script: &str,
+) -> Command {
     let mut command = common::lockfile();
     command
         .env_remove("LOCKFILE_DB")
         .current_dir(dir)
         .args(["exec", "--lock-db", db, "--lock-namespace", ns])
-        .args(["--lease", &format!("{}s", LEASE.as_secs())])
+        .args(settings.options())
         .args(extra)
         .args(["job.lock", "--", "sh", "-c", script])
         .stdout(Stdio::null())
@@ -163,17 +210,31 @@ enum Holder {
 
 /// Starts the holder in `dir`, in the far machine's namespace when
 /// `far_side`.
-fn holder(far: &Far, ns: &str, dir: &Path, what: Holder, far_side: bool) -> Child {
+fn holder(
+    settings: &Settings,
+    far: &Far,
+    ns: &str,
+    dir: &Path,
+    what: Holder,
+    far_side: bool,
+) -> Child {
     let db = if far_side { &far.far_db } else { &far.near_db };
     let command = match what {
-        Holder::Exec(on_sigterm) => lockfile_exec(db, ns, dir, &[], on_sigterm.script()),
+        Holder::Exec(on_sigterm) => lockfile_exec(
+            settings,
+            db,
+            ns,
+            dir,
+            &[],
+            &on_sigterm.script(settings.grace()),
+        ),
         Holder::Plugin => {
             let mut command = common::lockfile();
             command
                 .env_remove("LOCKFILE_DB")
                 .current_dir(dir)
                 .args(["run", "--lock-db", db, "--lock-namespace", ns])
-                .args(["--lease", &format!("{}s", LEASE.as_secs())])
+                .args(settings.options())
                 .arg("--dir")
                 .arg(format!("{}::/data", dir.display()))
                 .arg("--cache-dir")
@@ -216,7 +277,7 @@ struct Outcome {
     margin_ms: i128,
 }
 
-fn trial(far: &Far, what: Holder, cut: Cut) -> Outcome {
+fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
     let _reconnect = matches!(cut, Cut::Partition).then(|| {
         link(far, "up");
         reachable(far);
@@ -226,6 +287,7 @@ fn trial(far: &Far, what: Holder, cut: Cut) -> Outcome {
     let old_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let new_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let mut old = holder(
+        settings,
         far,
         &ns,
         old_dir.path(),
@@ -247,6 +309,7 @@ fn trial(far: &Far, what: Holder, cut: Cut) -> Outcome {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut new = lockfile_exec(
+        settings,
         &far.near_db,
         &ns,
         new_dir.path(),
@@ -295,7 +358,7 @@ fn trial(far: &Far, what: Holder, cut: Cut) -> Outcome {
         (last - started) / 1_000_000
     );
     assert!(
-        outcome.takeover <= LEASE + Duration::from_secs(2),
+        outcome.takeover <= settings.lease() + Duration::from_secs(2),
         "takeover took {:?}",
         outcome.takeover
     );
@@ -343,27 +406,56 @@ fn terminate_holder_session(far: &Far, ns: &str) {
     common::signal(pid, libc::SIGTERM);
 }
 
+/// Every kind of holder, `rounds` times each; prints the worst margin (the
+/// new command's start less the old one's last sign of life: negative would
+/// be an overlap) and the takeover's p50 / p99 / worst.
+fn trials(settings: &Settings, far: &Far, kinds: &[Holder], cut: Cut) {
+    let mut outcomes = Vec::new();
+    for _ in 0..settings.rounds {
+        for &what in kinds {
+            outcomes.push(trial(settings, far, what, cut));
+            if settings.rounds > 1 {
+                eprintln!(
+                    "{cut:?}: trial {} of {}",
+                    outcomes.len(),
+                    settings.rounds * kinds.len()
+                );
+            }
+        }
+    }
+    let mut takeovers: Vec<Duration> = outcomes.iter().map(|o| o.takeover).collect();
+    takeovers.sort();
+    let at = |q: f64| takeovers[((takeovers.len() - 1) as f64 * q).round() as usize];
+    let worst_margin = outcomes.iter().map(|o| o.margin_ms).min().unwrap();
+    eprintln!(
+        "{cut:?}, {} trials, lease {:?}: takeover p50 {:?}, p99 {:?}, worst {:?}; worst margin {worst_margin} ms (no overlap)",
+        outcomes.len(),
+        settings.lease(),
+        at(0.5),
+        at(0.99),
+        takeovers.last().unwrap()
+    );
+}
+
 #[test]
 fn a_partitioned_holder_has_stopped_before_the_next_starts() {
     let Some(far) = far() else { return };
-    for what in [
+    let kinds = [
         Holder::Exec(OnSigterm::Ends),
         Holder::Exec(OnSigterm::TakesNearlyTheGrace),
         Holder::Exec(OnSigterm::Ignores),
         Holder::Plugin,
-    ] {
-        trial(&far, what, Cut::Partition);
-    }
+    ];
+    trials(&Settings::from_env(), &far, &kinds, Cut::Partition);
 }
 
 #[test]
 fn a_holder_whose_session_the_server_ends_has_stopped_before_the_next_starts() {
     let Some(far) = far() else { return };
-    for what in [
+    let kinds = [
         Holder::Exec(OnSigterm::TakesNearlyTheGrace),
         Holder::Exec(OnSigterm::Ignores),
         Holder::Plugin,
-    ] {
-        trial(&far, what, Cut::Terminate);
-    }
+    ];
+    trials(&Settings::from_env(), &far, &kinds, Cut::Terminate);
 }

@@ -16,9 +16,13 @@ use lockfile_core::{Error, LockOptions};
 /// fails. Generous: passing children take milliseconds.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The `lockfile` binary under test.
+/// The `lockfile` binary under test: this build's, or `LOCKFILE_TEST_BIN`
+/// (a copy for a long run that must not see a rebuild).
 pub fn lockfile() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_lockfile"))
+    match std::env::var_os("LOCKFILE_TEST_BIN") {
+        Some(bin) => Command::new(bin),
+        None => Command::new(env!("CARGO_BIN_EXE_lockfile")),
+    }
 }
 
 /// A compile cache shared by every test in this process, filled once, so no
