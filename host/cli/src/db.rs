@@ -41,6 +41,13 @@ pub struct DbArgs {
     /// SIGKILL [default: 5s, or a third of --lease if shorter].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     grace: Option<Duration>,
+
+    /// With --lock-db: the most server connections this process opens for
+    /// its locks, beside one for reading. Held locks share them (one holds
+    /// any number); a wait in the server's queue takes one of its own while
+    /// that leaves one for the rest, and otherwise waits by trying again.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    lock_db_sessions: u16,
 }
 
 /// A held lock's lease and checks, from --lease and --grace.
@@ -78,6 +85,11 @@ impl DbArgs {
             heartbeat: (lease / 15).min(Duration::from_secs(1)),
             answer_within: third.min(Duration::from_secs(5)),
         }
+    }
+
+    /// `--lock-db-sessions`.
+    pub fn sessions(&self) -> usize {
+        usize::from(self.lock_db_sessions)
     }
 
     /// The namespace where there is no lock directory (`exec`, `inspect`):
@@ -118,6 +130,7 @@ mod tests {
             lock_namespace: namespace.map(str::to_owned),
             lease: None,
             grace: None,
+            lock_db_sessions: 8,
         }
     }
 

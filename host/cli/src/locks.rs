@@ -26,7 +26,7 @@ impl Locks {
     /// files: named by their paths, or beneath `dir`.
     pub fn open(db: &DbArgs, namespace: &str, dir: Option<&Path>) -> Result<Self, Failure> {
         match db.url() {
-            Some(url) => Self::database(&url, namespace, db.lease()),
+            Some(url) => Self::database(&url, namespace, db.lease(), db.sessions()),
             None => Ok(Self::files(dir)),
         }
     }
@@ -46,7 +46,12 @@ impl Locks {
     /// The lock database at `url`: 64 for a bad URL or namespace, or a
     /// lease its checks do not fit in, 74 for a server that cannot be
     /// reached, refuses the login or lacks the database, each on one line.
-    pub fn database(url: &str, namespace: &str, lease: LeaseSettings) -> Result<Self, Failure> {
+    pub fn database(
+        url: &str,
+        namespace: &str,
+        lease: LeaseSettings,
+        sessions: usize,
+    ) -> Result<Self, Failure> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("lockfile-db")
@@ -58,12 +63,18 @@ impl Locks {
                     anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
                 )
             })?;
+        // Durable: a fencing token this command hands out (to COMMAND, to a
+        // plugin) is on the server's disk before anyone learns it, so none
+        // is ever issued twice, whatever the server's clock does after a
+        // crash. One WAL flush per acquisition.
         let locker = runtime
             .block_on(
                 PgLocker::builder(url)
                     .namespace(namespace)
+                    .durable_tokens(true)
                     .heartbeat(lease.heartbeat, lease.answer_within)
                     .lease(lease.lease, lease.grace)
+                    .max_sessions(sessions)
                     .connect(),
             )
             .map_err(|error| match error {

@@ -708,3 +708,46 @@ fn singleton_on_the_database_excludes_a_second_run() {
     let again = output(run(&ns, &["--singleton", "run.lock"], "0"));
     assert!(again.status.success(), "{}", stderr(&again));
 }
+
+/// One plugin holds 500 database locks over at most 8 server connections:
+/// its locks share the lock sessions (one here, as it takes them one after
+/// another), beside the one the host reads with. Counted as the sockets the
+/// `lockfile run` process has open, its only ones being its sessions.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_plugin_holds_500_locks_over_at_most_8_connections() {
+    let ns = namespace("plugin-many");
+    let dir = tempdir();
+    let mut reaper = Reaper::default();
+    let plugin = reaper.spawn(
+        lockfile_db("run", &ns)
+            .args(["--max-locks", "1000", "--max-lock-files", "1000", "--dir"])
+            .arg(format!("{}::/data", dir.path().display()))
+            .arg("--cache-dir")
+            .arg(common::cache_dir())
+            .arg(lockfile_tests::LOCKCTL_COMPONENT)
+            .args(["hold-many", "500", "touch", "ready", "await", "done"]),
+    );
+    wait_until("the plugin holding its 500 locks", || {
+        dir.path().join("ready").exists()
+    });
+    let sockets = std::fs::read_dir(format!("/proc/{plugin}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count();
+    eprintln!("500 locks held over {sockets} connections");
+    assert!(sockets <= 8, "{sockets} connections");
+    let held = inspect(&ns, "many-499");
+    assert!(held.contains("locked: yes"), "{held}");
+    std::fs::write(dir.path().join("done"), "").unwrap();
+    let out = reaper.finish(plugin, DEADLINE);
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stdout.starts_with("held 500\n"), "{out:?}");
+    // Released as the plugin ended: no lease left to wait out.
+    let free = inspect(&ns, "many-499");
+    assert!(
+        free.contains("locked: no") && !free.contains("lease:"),
+        "{free}"
+    );
+}

@@ -38,20 +38,27 @@
 //!   is written in the statement that takes the lock, and anyone reads it
 //!   without the lock ([`PgLocker::read_content`], [`PgLocker::inspect`], the
 //!   `Locked` error).
-//! - **Same name twice in one process fails**, as with zc.lockfile: advisory
-//!   locks are re-entrant within a session, so every held lock has a session
-//!   of its own, and sessions exclude each other whoever owns them. A session
-//!   per lock also makes a loss per lock, and release-on-drop a matter of
-//!   closing the socket. Released locks give their session back to a small
-//!   pool; reads share one session.
+//! - **Same name twice in one locker fails**, as with zc.lockfile: the
+//!   locker's own table refuses it before the server is asked (advisory
+//!   locks are re-entrant within a session, and sessions are shared), and a
+//!   wait for it polls until the first is released.
+//! - **Many locks, few connections**: a locker's held locks share at most
+//!   [`Builder::max_sessions`] lock sessions (8 by default), beside one it
+//!   reads with; one session holds any number of locks, and one heartbeat
+//!   statement renews every lease on it. A session that ends loses exactly
+//!   its locks, each reported. A wait that blocks in the server's queue takes
+//!   a session of its own while it waits (if that leaves one for the rest;
+//!   otherwise it polls with tries).
 //! - **Fencing tokens**: each acquisition gets a token larger than every
 //!   earlier one for the name ([`PgLock::token`]), issued in the statement
-//!   that takes the lock and committed durably before the lock is returned.
+//!   that takes the lock (committed to disk first with
+//!   [`Builder::durable_tokens`]).
 //! - **Leases: a lost holder has stopped before the next one starts.** Each
 //!   held lock has a lease in its row, on the server's clock (15 s by
 //!   default, [`Builder::lease`]): taken with the lock, renewed by every
-//!   heartbeat (each second) and committed durably, ended by a clean
-//!   release. The holder counts its own deadline on its monotonic clock from
+//!   heartbeat (each second), ended by a clean release. A crash may lose
+//!   the last of those writes: until a lease has passed since the server
+//!   started, every taker waits until then. The holder counts its own deadline on its monotonic clock from
 //!   the last renewal the server confirmed (when it was sent, plus the lease,
 //!   less a margin of [`RATE_MARGIN_PERCENT`] for the clocks' rates), and
 //!   declares the lock lost a notice (5 s) before that deadline whatever the
@@ -60,7 +67,8 @@
 //!   the last holder's lease runs unreleased (it vanished: a crash, a
 //!   partition, a server restart) waits that lease out before
 //!   [`PgLocker::acquire`] returns. Assumed: the holder's and the server's
-//!   clocks run at rates within [`RATE_MARGIN_PERCENT`] of each other; a
+//!   clocks run at rates within [`RATE_MARGIN_PERCENT`] of each other, and
+//!   the holders of a name use the same lease; a
 //!   holder paused for longer than its lease (SIGSTOP, a frozen virtual
 //!   machine) is beyond any lease, and only the fencing token turns it away;
 //!   so is a failover to a replica that lacks the last renewals
@@ -135,9 +143,9 @@
 //!   source ([`DbFailure`], with its SQLSTATE); [`redact_url`] for logging a
 //!   URL; [`DEFAULT_NAMESPACE`], [`ADVISORY_KEY_BASE`] and
 //!   [`RATE_MARGIN_PERCENT`].
-//! - With the feature `testing`, two helpers for this repository's tests and
-//!   benchmarks (a bare floor cycle, the lock session's TLS): not a stable
-//!   API.
+//! - With the feature `testing`, helpers for this repository's tests and
+//!   benchmarks (a bare floor cycle, the lock session's TLS, a count of
+//!   connections): not a stable API.
 
 #![deny(missing_docs)]
 
@@ -149,6 +157,7 @@ mod locker;
 mod pool;
 mod record;
 mod session;
+mod shared;
 mod sql;
 mod tls;
 mod url;

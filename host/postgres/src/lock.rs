@@ -3,24 +3,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::timeout;
-use tokio_postgres::{Client, Statement};
 
 use crate::Error;
 use crate::error::describe;
 use crate::lease::Lease;
 use crate::pool::Inner;
-use crate::session::Session;
+use crate::shared::{LockSession, SlotWatch};
 
-/// A lock held on the database: a session-level advisory lock, bound to a
-/// session of its own.
+/// A lock held on the database: a session-level advisory lock, on one of the
+/// few sessions the locker's locks share.
 ///
-/// Released by [`release`](Self::release), or by dropping the value (which
-/// closes the session: the server frees the lock as soon as it reads the end
-/// of the connection), or when this process dies.
+/// Released by [`release`](Self::release), which also ends its lease. Dropping
+/// the value unlocks it without ending the lease, as a crash would leave it:
+/// the next holder then waits the lease out.
 ///
-/// Unlike a lock file, it can be **lost** while held: when the session ends
+/// Unlike a lock file, it can be **lost** while held: when its session ends
 /// (the server restarts or fails over, the network drops, the server stops
 /// answering), the server frees the lock and someone else may take it.
 /// [`held`](Self::held) and [`lost_notify`](Self::lost_notify) say so within
@@ -32,8 +30,8 @@ use crate::session::Session;
 /// away there.
 pub struct PgLock {
     pub(crate) inner: Arc<Inner>,
-    session: Option<Session>,
-    heartbeat: Option<JoinHandle<()>>,
+    /// `None` once released.
+    home: Option<Arc<LockSession>>,
     lost: watch::Receiver<Option<String>>,
     deadline: watch::Receiver<Instant>,
     name: String,
@@ -54,39 +52,22 @@ impl std::fmt::Debug for PgLock {
 }
 
 impl PgLock {
+    /// The lock taken on `home` (which has recorded it as `watch`), whose
+    /// key this locker's table holds for it.
     pub(crate) fn new(
         inner: Arc<Inner>,
-        session: Session,
+        home: Arc<LockSession>,
+        watch: SlotWatch,
         name: String,
         key: i64,
         token: u64,
         content: Option<String>,
-        sent: Instant,
     ) -> Self {
-        let (lost_tx, lost) = watch::channel(None);
-        let lease = inner.settings.lease;
-        let (deadline_tx, deadline) = watch::channel(lease.deadline(sent));
-        let heartbeat = tokio::spawn(heartbeat(
-            session.client.clone(),
-            session.ended.clone(),
-            session.abort_handle(),
-            Told {
-                lost: lost_tx,
-                deadline: deadline_tx,
-            },
-            Owner { key, token },
-            Beat {
-                interval: inner.settings.heartbeat_interval,
-                limit: inner.settings.heartbeat_timeout,
-                lease,
-            },
-        ));
         PgLock {
             inner,
-            session: Some(session),
-            heartbeat: Some(heartbeat),
-            lost,
-            deadline,
+            home: Some(home),
+            lost: watch.lost,
+            deadline: watch.deadline,
             name,
             key,
             token,
@@ -117,7 +98,7 @@ impl PgLock {
     /// checked every heartbeat interval (1 s by default) and the loss known
     /// within the heartbeat timeout (5 s) even if the server goes silent.
     pub fn held(&self) -> bool {
-        self.lost.borrow().is_none() && self.session.as_ref().is_some_and(Session::alive)
+        self.lost.borrow().is_none() && self.home.as_ref().is_some_and(|home| home.alive())
     }
 
     /// When whatever this lock protects must have stopped, by this process's
@@ -160,7 +141,9 @@ impl PgLock {
         if let Some(reason) = &*self.lost.borrow() {
             return Some(reason.clone());
         }
-        self.session.as_ref().and_then(Session::end_reason)
+        self.home
+            .as_ref()
+            .and_then(|home| home.session.end_reason())
     }
 
     /// A future that completes, with the reason, when the lock is lost; it
@@ -181,197 +164,81 @@ impl PgLock {
         }
     }
 
-    /// Unlocks, and keeps the session for the next acquisition. When this
-    /// returns `Ok`, the lock is free on the server.
+    /// Unlocks, and ends the lease: when this returns `Ok`, the lock is free
+    /// on the server, and the next holder need not wait.
     ///
     /// [`Error::Lost`] if the lock had been lost meanwhile (its session
-    /// ended): the lock is free too, but it was not held all along.
+    /// ended, or it was not its own any more): the lock is free too, but it
+    /// was not held all along.
     pub async fn release(mut self) -> Result<(), Error> {
-        if let Some(heartbeat) = self.heartbeat.take() {
-            heartbeat.abort();
-        }
-        let session = self.session.take().expect("held until released");
+        let home = self.home.take().expect("held until released");
         let lost = |reason: String| Error::Lost {
             name: self.name.clone(),
             reason,
         };
-        if let Some(reason) = self.lost.borrow().clone().or_else(|| session.end_reason()) {
-            return Err(lost(reason));
-        }
-        let token = self.token as i64;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.key, &token];
-        // One round trip: the lease ends, then the lock is unlocked, each
-        // committed in the order sent.
-        let end_lease = session.client.execute(&session.stmts.end_lease, &params);
-        let unlock = session
-            .client
-            .query_one(&session.stmts.unlock, &params[..1]);
-        let both = async {
-            let (ended, unlocked) = tokio::join!(end_lease, unlock);
-            ended?;
-            unlocked
-        };
-        match timeout(self.inner.settings.heartbeat_timeout, both).await {
-            Ok(Ok(row)) if row.get::<_, bool>(0) => {
-                self.inner.put(session);
-                Ok(())
+        // From here the heartbeat renews it no more.
+        let was_lost = home.remove(self.key);
+        let result = match was_lost.or_else(|| home.session.end_reason()) {
+            Some(reason) => Err(lost(reason)),
+            None => {
+                let session = &home.session;
+                let token = self.token as i64;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&self.key, &token];
+                let release = session.client.query_one(&session.stmts.release, &params);
+                match timeout(self.inner.settings.heartbeat_timeout, release).await {
+                    Ok(Ok(row)) if row.get::<_, bool>(0) => Ok(()),
+                    Ok(Ok(_)) => Err(lost(
+                        "the server no longer counted it as held by this session".into(),
+                    )),
+                    Ok(Err(error)) => Err(lost(
+                        session.end_reason().unwrap_or_else(|| describe(&error)),
+                    )),
+                    Err(_) => {
+                        let reason = format!(
+                            "no answer to the unlock within {:?}",
+                            self.inner.settings.heartbeat_timeout
+                        );
+                        // A session that does not answer cannot be trusted
+                        // to have let go: closing it does.
+                        home.lose(&reason);
+                        Err(lost(reason))
+                    }
+                }
             }
-            Ok(Ok(_)) => Err(lost(
-                "the server no longer counted it as held by this session".into(),
-            )),
-            Ok(Err(error)) => Err(lost(
-                session.end_reason().unwrap_or_else(|| describe(&error)),
-            )),
-            Err(_) => Err(lost(format!(
-                "no answer to the unlock within {:?}",
-                self.inner.settings.heartbeat_timeout
-            ))),
-        }
+        };
+        self.inner.unhold(self.key);
+        self.inner.released(&home);
+        result
     }
 }
 
 impl Drop for PgLock {
+    /// Unlocks without ending the lease, as a crash would leave it.
     fn drop(&mut self) {
-        if let Some(heartbeat) = self.heartbeat.take() {
-            heartbeat.abort();
-        }
-        // Dropping the session closes its socket: the server ends the
-        // session, and frees the lock, as soon as it reads that.
-        self.session.take();
-    }
-}
-
-/// What a held lock's heartbeat checks it still owns: the advisory lock on
-/// `key`, and the name's row still carrying `token`.
-#[derive(Clone, Copy)]
-struct Owner {
-    key: i64,
-    token: u64,
-}
-
-impl Owner {
-    /// Why the lock is not this holder's any more, from a row of
-    /// [`sql::RENEW`](crate::sql::RENEW); `None` while it is (and the lease
-    /// was renewed).
-    fn lost(&self, row: &tokio_postgres::Row) -> Option<String> {
-        let holds: bool = row.get(0);
-        let token: Option<i64> = row.get(1);
-        let renewed: bool = row.get(2);
-        if !holds {
-            return Some(
-                "this session no longer holds the advisory lock (was the session moved by a pooler, or the lock unlocked?)"
-                    .into(),
-            );
-        }
-        if token != i64::try_from(self.token).ok() {
-            return Some(format!(
-                "the lock's row carries token {}, not this holder's {}: it was given to another holder",
-                token.map_or_else(|| "none".to_owned(), |token| token.to_string()),
-                self.token
-            ));
-        }
-        if !renewed {
-            return Some("the lease could not be renewed".into());
-        }
-        None
-    }
-}
-
-/// How a heartbeat beats: every `interval`, each renewal answered within
-/// `limit`, renewing `lease`.
-#[derive(Clone, Copy)]
-struct Beat {
-    interval: Duration,
-    limit: Duration,
-    lease: Lease,
-}
-
-/// What a heartbeat tells the lock: the loss, and the deadline.
-struct Told {
-    lost: watch::Sender<Option<String>>,
-    deadline: watch::Sender<Instant>,
-}
-
-/// Watches a held lock's session and renews its lease: ends when the
-/// connection does, or renews every `interval` while the session still owns
-/// the lock (its advisory lock, and the row's token, [`Owner`]), and declares
-/// the lock lost if it does not, if a renewal fails or takes longer than
-/// `limit`, or, whatever the network does, once the lease's notice before
-/// the deadline has come without a confirmed renewal. A session declared
-/// lost is closed, so it cannot come back holding the lock.
-async fn heartbeat(
-    client: Arc<Client>,
-    mut ended: watch::Receiver<Option<String>>,
-    connection: Option<AbortHandle>,
-    told: Told,
-    owner: Owner,
-    beat: Beat,
-) {
-    let Beat {
-        interval,
-        limit,
-        lease,
-    } = beat;
-    let key = owner.key;
-    let token = owner.token as i64;
-    let length = lease.micros();
-    // Prepared at the first beat, not with the lock: a short hold pays for
-    // no extra round trip.
-    let mut renew: Option<Statement> = None;
-    let unrenewed = || {
-        format!(
-            "no renewal of its lease was confirmed in time: it ends on the server within {:?}",
-            lease.notice + lease.margin()
-        )
-    };
-    let reason = loop {
-        let stop_at = tokio::time::Instant::from_std(lease.stop_at(*told.deadline.borrow()));
-        tokio::select! {
-            biased;
-            reason = ended.wait_for(Option::is_some) => {
-                break reason.map(|r| r.clone().unwrap_or_default()).unwrap_or_default();
-            }
-            () = tokio::time::sleep_until(stop_at) => break unrenewed(),
-            () = tokio::time::sleep(interval) => {}
-        }
-        let sent = Instant::now();
-        let check = async {
-            let statement = match &renew {
-                Some(statement) => statement.clone(),
-                None => client.prepare(crate::sql::RENEW).await?,
-            };
-            let row = client
-                .query_one(&statement, &[&key, &token, &length])
-                .await?;
-            Ok::<_, tokio_postgres::Error>((statement, row))
+        let Some(home) = self.home.take() else {
+            return;
         };
-        let answer = tokio::select! {
-            biased;
-            answer = timeout(limit, check) => answer,
-            () = tokio::time::sleep_until(stop_at) => break unrenewed(),
-        };
-        match answer {
-            Ok(Ok((statement, row))) => {
-                renew = Some(statement);
-                if let Some(reason) = owner.lost(&row) {
-                    break reason;
+        let was_lost = home.remove(self.key);
+        let inner = self.inner.clone();
+        let key = self.key;
+        let unlock = async move {
+            if was_lost.is_none() && home.alive() {
+                let session = &home.session;
+                let limit = inner.settings.heartbeat_timeout;
+                let unlocked = timeout(
+                    limit,
+                    session.client.query_one(&session.stmts.unlock, &[&key]),
+                )
+                .await;
+                if !matches!(unlocked, Ok(Ok(_))) {
+                    home.lose("no answer to the unlock of a dropped lock");
                 }
-                told.deadline.send_replace(lease.deadline(sent));
             }
-            Ok(Err(error)) => {
-                // The connection task knows best why the session ended.
-                let ended = timeout(Duration::from_millis(100), ended.wait_for(Option::is_some))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
-                    .and_then(|reason| reason.clone());
-                break ended.unwrap_or_else(|| describe(&error));
-            }
-            Err(_) => break format!("the server did not answer for {limit:?}"),
-        }
-    };
-    if let Some(connection) = connection {
-        connection.abort();
+            inner.unhold(key);
+            inner.released(&home);
+        };
+        let runtime =
+            tokio::runtime::Handle::try_current().unwrap_or_else(|_| self.inner.runtime.clone());
+        runtime.spawn(unlock);
     }
-    told.lost.send_replace(Some(reason));
 }

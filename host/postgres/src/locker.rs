@@ -1,8 +1,9 @@
-use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
+use lockfile_core::WaitSchedule;
+use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
@@ -10,9 +11,10 @@ use tokio_postgres::{Row, Statement};
 use crate::error::{DbFailure, describe};
 use crate::lease::{self, Lease};
 use crate::lock::PgLock;
-use crate::pool::{Inner, Settings, open_timeout};
+use crate::pool::{Inner, Reservation, Settings, TryTicket, open_timeout};
 use crate::record;
 use crate::session::{OpenError, Role, Session, Statements};
+use crate::shared::LockSession;
 use crate::url::{self, DbUrl};
 use crate::{DEFAULT_NAMESPACE, Error};
 
@@ -104,8 +106,35 @@ impl Builder {
         self
     }
 
-    /// Released locks' sessions kept for reuse (default 8); beyond, they are
-    /// closed.
+    /// Commits every acquisition synchronously (`synchronous_commit` as the
+    /// server has it, normally `on`), so its fencing token is on disk before
+    /// the holder learns it; that costs a WAL flush per acquisition.
+    ///
+    /// Off by default. Tokens then still never repeat after a crash that
+    /// loses the last commits, because each token is at least the server's
+    /// clock in microseconds (`GREATEST(token + 1, now)`): only a server
+    /// clock set back across such a crash, or a failover to a replica whose
+    /// clock lags by more than the failover takes, could repeat one. Leases
+    /// need no flush either way: after a restart, which may have lost their
+    /// last renewals, every taker waits a lease from the server's start.
+    pub fn durable_tokens(mut self, durable: bool) -> Self {
+        self.settings.durable_tokens = durable;
+        self
+    }
+
+    /// The most lock sessions (server connections) this locker opens
+    /// (default 8), beside the one it reads with. Held locks share them:
+    /// one session holds any number of locks, and one heartbeat statement
+    /// renews every lease on it. A wait that blocks in the server's queue
+    /// takes a session of its own while it waits, if that leaves one for the
+    /// rest; otherwise it waits by trying again and again.
+    pub fn max_sessions(mut self, sessions: usize) -> Self {
+        self.settings.max_sessions = sessions;
+        self
+    }
+
+    /// Lock sessions that hold nothing kept open for reuse (default 8);
+    /// beyond, they are closed.
     pub fn max_idle_sessions(mut self, sessions: usize) -> Self {
         self.settings.max_idle_sessions = sessions;
         self
@@ -130,6 +159,11 @@ impl Builder {
             settings.heartbeat_timeout,
         )
         .map_err(|reason| Error::InvalidSettings { reason })?;
+        if settings.max_sessions == 0 {
+            return Err(Error::InvalidSettings {
+                reason: "max_sessions is 0: a lock needs a session".into(),
+            });
+        }
         let open = Session::open(&url, Role::Reader);
         let reader = match timeout(open_timeout(&url, &self.settings), open).await {
             Ok(Ok(reader)) => reader,
@@ -143,15 +177,7 @@ impl Builder {
             }
         };
         Ok(PgLocker {
-            inner: Arc::new(Inner {
-                url,
-                namespace: self.namespace,
-                settings: self.settings,
-                idle: Mutex::new(Vec::new()),
-                reader: tokio::sync::Mutex::new(Some(Arc::new(reader))),
-                keys: Mutex::new(HashMap::new()),
-                runtime: tokio::runtime::Handle::current(),
-            }),
+            inner: Inner::new(url, self.namespace, self.settings, reader),
         })
     }
 }
@@ -175,6 +201,8 @@ impl PgLocker {
                     length: Duration::from_secs(15),
                     notice: Duration::from_secs(5),
                 },
+                durable_tokens: false,
+                max_sessions: 8,
                 max_idle_sessions: 8,
             },
         }
@@ -229,12 +257,33 @@ impl PgLocker {
         };
         let mut stale_retries = 0;
         let mut remaps = 0;
+        // For the waits that poll: on a name this locker holds, or with no
+        // session of their own to wait on.
+        let mut schedule = WaitSchedule::new(wait);
         loop {
             match self.attempt(&request).await? {
                 Attempt::Taken(lock, prior_left) => {
                     lock.wait_out_prior(prior_left).await?;
                     return Ok(lock);
                 }
+                Attempt::Held(holder) => match schedule.next_sleep() {
+                    Some(sleep) => tokio::time::sleep(sleep).await,
+                    None if wait.is_zero() => {
+                        return Err(lockfile_core::Error::Locked {
+                            path: name.into(),
+                            holder: nonempty(holder),
+                        }
+                        .into());
+                    }
+                    None => {
+                        return Err(lockfile_core::Error::TimedOut {
+                            path: name.into(),
+                            holder: nonempty(holder),
+                            waited: wait,
+                        }
+                        .into());
+                    }
+                },
                 // A pooled session the server had ended (a restart): nothing
                 // was taken; try once on a new one.
                 Attempt::StaleSession(_) if stale_retries == 0 => stale_retries += 1,
@@ -254,73 +303,170 @@ impl PgLocker {
         }
     }
 
-    /// One attempt of [`acquire`](Self::acquire): the key, a session, one
-    /// lock statement (a try, or a wait in the server's queue).
+    /// One attempt of [`acquire`](Self::acquire): the key, this locker's
+    /// own table, a session, one lock statement (a try on a shared session,
+    /// or a wait in the server's queue on a session of its own).
     async fn attempt(&self, request: &Request<'_>) -> Result<Attempt, Error> {
-        let Request {
-            name,
-            lock_name,
-            content,
-            wait,
-        } = *request;
         let inner = &self.inner;
-        let key = self.key(name, lock_name).await?;
-        let (session, pooled) = inner
-            .take_session()
-            .await
-            .map_err(|error| open_error("lock", name, &inner.url, error))?;
-        let mut flight = InFlight {
-            session: Some(session),
-            inner: inner.clone(),
+        let name = request.name;
+        let key = self.key(name, request.lock_name).await?;
+        let reservation = match inner.reserve(key, request.content) {
+            Ok(reservation) => reservation,
+            Err(holder) => return Ok(Attempt::Held(holder)),
         };
-        let session = flight.session.as_ref().expect("just set");
-        let stmts = &session.stmts;
-        let namespace = &inner.namespace;
-        // The server answers within the wait; beyond it and the heartbeat
-        // timeout, it is not answering.
-        let limit = wait.checked_add(inner.settings.heartbeat_timeout);
-        let lease = inner.settings.lease.micros();
+        let opened = |error| open_error("lock", name, &inner.url, error);
+        if !request.wait.is_zero()
+            && let Some(home) = inner.session_for_wait().await.map_err(opened)?
+        {
+            return self.wait_on(home, key, reservation, request).await;
+        }
+        let (ticket, new) = inner.session_for_try().await.map_err(opened)?;
+        self.try_on(ticket, new, key, reservation, request).await
+    }
+
+    /// One try on a shared session. The statement runs in a task of its own,
+    /// to its end: if the caller gives up meanwhile, what it took is given
+    /// back there, so that no lock is left held by nobody on a session that
+    /// others' locks keep open.
+    async fn try_on(
+        &self,
+        ticket: TryTicket,
+        new: bool,
+        key: i64,
+        reservation: Reservation<'_>,
+        request: &Request<'_>,
+    ) -> Result<Attempt, Error> {
+        let inner = &self.inner;
+        let home = ticket.0.clone();
+        let limit = inner.settings.heartbeat_timeout;
+        let (answer, reply) = oneshot::channel();
+        let statement = {
+            let running = ticket.again();
+            let session = &home.session;
+            let client = session.client.clone();
+            let stmts = session.stmts.clone();
+            let namespace = inner.namespace.clone();
+            let lock_name = request.lock_name.to_owned();
+            let content = request.content.clone();
+            let lease = inner.settings.lease.micros();
+            async move {
+                let params: [&(dyn ToSql + Sync); 5] =
+                    [&key, &namespace, &lock_name, &content, &lease];
+                let reply = timeout(limit, client.query_one(&stmts.try_lock, &params)).await;
+                if let Err(Ok(Ok(row))) = answer.send(reply)
+                    && row.get::<_, bool>(0)
+                {
+                    // Nobody waits for it any more: give it back.
+                    let token = row.get::<_, Option<i64>>(1).unwrap_or(0);
+                    let _ = client.query_one(&stmts.release, &[&key, &token]).await;
+                }
+                drop(running);
+            }
+        };
         // The lease starts on the server after this: the holder's deadline
         // counts from here.
         let sent = Instant::now();
-        let reply = if wait.is_zero() {
-            let params: [&(dyn ToSql + Sync); 5] = [&key, namespace, &lock_name, content, &lease];
-            let query = session.client.query_one(&stmts.try_lock, &params);
-            timeout(inner.settings.heartbeat_timeout, query).await
-        } else {
-            let lock_timeout = lock_timeout(wait);
-            let params: [&(dyn ToSql + Sync); 6] =
-                [&key, namespace, &lock_name, content, &lease, &lock_timeout];
-            let query = session.client.query_one(&stmts.wait_lock, &params);
-            match limit {
-                Some(limit) => timeout(limit, query).await,
-                None => Ok(query.await),
+        inner.runtime.spawn(statement);
+        let reply = reply.await.map_err(|_| {
+            Error::io(
+                "lock",
+                request.name,
+                io::Error::other("the lock statement's task ended without an answer"),
+            )
+        })?;
+        let row = match reply {
+            Ok(Ok(row)) => row,
+            Ok(Err(error)) => {
+                let stale = error.is_closed() || !home.session.alive();
+                let error = Error::db("lock", request.name, &inner.url.shown, error);
+                if stale {
+                    home.lose(&error.to_string());
+                    inner.forget_session(&home);
+                    if !new {
+                        // A session the server had ended (a restart):
+                        // nothing was taken; try once on a new one.
+                        return Ok(Attempt::StaleSession(error));
+                    }
+                }
+                return Err(error);
             }
+            Err(_) => {
+                let reason = format!(
+                    "lock database {}: no answer within {limit:?}",
+                    inner.url.shown
+                );
+                // It cannot be trusted to let go of what it may take late.
+                home.lose(&reason);
+                inner.forget_session(&home);
+                return Err(Error::io(
+                    "lock",
+                    request.name,
+                    io::Error::new(io::ErrorKind::TimedOut, reason),
+                ));
+            }
+        };
+        let taken = self
+            .taken(row, &home, key, sent, reservation, request)
+            .await;
+        drop(ticket);
+        taken
+    }
+
+    /// A wait in the server's queue on `home`, a session of its own (marked
+    /// waiting), at most the request's wait.
+    async fn wait_on(
+        &self,
+        home: Arc<LockSession>,
+        key: i64,
+        reservation: Reservation<'_>,
+        request: &Request<'_>,
+    ) -> Result<Attempt, Error> {
+        let inner = &self.inner;
+        let mut flight = InFlight {
+            home: Some(home.clone()),
+            inner: inner.clone(),
+        };
+        let session = &home.session;
+        // The server answers within the wait; beyond it and the heartbeat
+        // timeout, it is not answering.
+        let limit = request.wait.checked_add(inner.settings.heartbeat_timeout);
+        let lease = inner.settings.lease.micros();
+        let lock_timeout = lock_timeout(request.wait);
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &key,
+            &inner.namespace,
+            &request.lock_name,
+            request.content,
+            &lease,
+            &lock_timeout,
+        ];
+        let sent = Instant::now();
+        let query = session.client.query_one(&session.stmts.wait_lock, &params);
+        let reply = match limit {
+            Some(limit) => timeout(limit, query).await,
+            None => Ok(query.await),
         };
         let row = match reply {
             Ok(Ok(row)) => row,
             Ok(Err(error))
                 if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) =>
             {
-                return Err(self.timed_out(flight.land(), request).await);
+                flight.land();
+                return Err(self.timed_out(&home, request).await);
             }
             Ok(Err(error)) => {
-                let session = flight.land();
-                let stale = error.is_closed() || !session.alive();
-                // Dropping the session closes it, freeing anything it held.
-                drop(session);
-                let error = Error::db("lock", name, &inner.url.shown, error);
-                return if stale && pooled {
-                    Ok(Attempt::StaleSession(error))
-                } else {
-                    Err(error)
-                };
+                flight.land();
+                let error = Error::db("lock", request.name, &inner.url.shown, error);
+                // Closing the session frees anything it held.
+                home.lose(&error.to_string());
+                inner.forget_session(&home);
+                return Err(error);
             }
             Err(_) => {
                 // No answer: `flight` cancels the statement as it drops.
                 return Err(Error::io(
                     "lock",
-                    name,
+                    request.name,
                     io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!(
@@ -332,14 +478,20 @@ impl PgLocker {
                 ));
             }
         };
-        self.taken(row, flight.land(), key, sent, request).await
+        flight.land();
+        let taken = self
+            .taken(row, &home, key, sent, reservation, request)
+            .await;
+        inner.wait_ended(&home);
+        taken
     }
 
     /// The wait ran out on the server. It may have granted the lock in that
     /// same instant (PostgreSQL then reports the timeout and keeps the lock):
-    /// clears the session before saying so.
-    async fn timed_out(&self, session: Session, request: &Request<'_>) -> Error {
+    /// clears the session, which holds nothing else, before saying so.
+    async fn timed_out(&self, home: &Arc<LockSession>, request: &Request<'_>) -> Error {
         let inner = &self.inner;
+        let session = &home.session;
         let params: [&(dyn ToSql + Sync); 2] = [&inner.namespace, &request.lock_name];
         let cleared = timeout(
             inner.settings.heartbeat_timeout,
@@ -348,11 +500,15 @@ impl PgLocker {
         .await;
         let holder = match cleared {
             Ok(Ok(row)) => {
-                inner.put(session);
+                inner.wait_ended(home);
                 row.get::<_, Option<String>>(1)
             }
-            // Closing the session frees whatever it held.
-            _ => None,
+            _ => {
+                // Closing the session frees whatever it held.
+                home.lose("the wait could not be cleared");
+                inner.forget_session(home);
+                None
+            }
         };
         lockfile_core::Error::TimedOut {
             path: request.name.into(),
@@ -368,45 +524,46 @@ impl PgLocker {
     async fn taken(
         &self,
         row: Row,
-        session: Session,
+        home: &Arc<LockSession>,
         key: i64,
         sent: Instant,
+        reservation: Reservation<'_>,
         request: &Request<'_>,
     ) -> Result<Attempt, Error> {
         let inner = &self.inner;
         let taken: bool = row.get(0);
         let token: Option<i64> = row.get(1);
-        let prior_left: Option<i64> = row.get(3);
-        let waited: Option<i64> = row.get(4);
         if !taken {
-            inner.put(session);
-            return Err(lockfile_core::Error::Locked {
-                path: request.name.into(),
-                holder: nonempty(row.get(2)),
-            }
-            .into());
+            return Ok(Attempt::Held(row.get(2)));
         }
         if let Some(token) = token {
+            let times = ServerTimes::from(&row, inner.settings.lease.length);
+            // The lease started no earlier than this.
+            let started = sent + Lease::slower(times.waited);
+            let watch = home.add(key, token as u64, inner.settings.lease.deadline(started));
+            reservation.keep();
             let lock = PgLock::new(
                 inner.clone(),
-                session,
+                home.clone(),
+                watch,
                 request.name.to_owned(),
                 key,
                 token as u64,
                 request.content.clone(),
-                // The lease started no earlier than this.
-                sent + Lease::slower(micros(waited)),
             );
-            return Ok(Attempt::Taken(lock, micros(prior_left)));
+            return Ok(Attempt::Taken(lock, times.prior_left));
         }
         // The key was taken but the name no longer maps to it: the row was
         // replaced by hand. Let go, forget the key and ask again.
-        let unlocked = session
-            .client
-            .query_one(&session.stmts.unlock, &[&key])
-            .await;
-        if unlocked.is_ok() {
-            inner.put(session);
+        let session = &home.session;
+        let unlocked = timeout(
+            inner.settings.heartbeat_timeout,
+            session.client.query_one(&session.stmts.unlock, &[&key]),
+        )
+        .await;
+        if !matches!(unlocked, Ok(Ok(_))) {
+            home.lose("the unlock of a remapped key failed");
+            inner.forget_session(home);
         }
         (inner.keys.lock().expect("not poisoned")).remove(request.lock_name);
         Ok(Attempt::Remapped)
@@ -469,7 +626,7 @@ impl PgLocker {
             holder_pid,
             token: (token > 0).then_some(token as u64),
             key: Some(row.get(2)),
-            lease_left: lease_left.map(|us| micros(Some(us))),
+            lease_left: lease_left.map(|us| Duration::from_micros(us.max(0) as u64)),
         })
     }
 
@@ -569,10 +726,11 @@ impl PgLocker {
     ) -> Result<Duration, Error> {
         let inner = &self.inner;
         let fail = |error: tokio_postgres::Error| Error::db("bench", "", &inner.url.shown, error);
-        let (session, _) = inner
-            .take_session()
+        let (ticket, _) = inner
+            .session_for_try()
             .await
             .map_err(|error| open_error("bench", "", &inner.url, error))?;
+        let session = &ticket.0.session;
         let try_lock = session
             .client
             .prepare("SELECT pg_try_advisory_lock($1)")
@@ -600,9 +758,27 @@ impl PgLocker {
                     .map_err(fail)?;
             }
         }
-        let elapsed = start.elapsed();
-        inner.put(session);
-        Ok(elapsed)
+        Ok(start.elapsed())
+    }
+
+    /// How many server connections carry `application_name` (from
+    /// `pg_stat_activity`): for the benchmarks.
+    #[cfg(feature = "testing")]
+    pub async fn connections_named(&self, application_name: &str) -> Result<i64, Error> {
+        let session = self
+            .inner
+            .reader()
+            .await
+            .map_err(|error| open_error("count connections on", "", &self.inner.url, error))?;
+        let row = session
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                &[&application_name],
+            )
+            .await
+            .map_err(|error| Error::db("count connections on", "", &self.inner.url.shown, error))?;
+        Ok(row.get(0))
     }
 
     /// Whether the session the next acquisition will use runs over TLS, as
@@ -610,10 +786,11 @@ impl PgLocker {
     #[cfg(feature = "testing")]
     pub async fn lock_session_encrypted(&self) -> Result<bool, Error> {
         let inner = &self.inner;
-        let (session, _) = inner
-            .take_session()
+        let (ticket, _) = inner
+            .session_for_try()
             .await
             .map_err(|error| open_error("check TLS on", "", &inner.url, error))?;
+        let session = &ticket.0.session;
         let row = session
             .client
             .query_one(
@@ -622,52 +799,55 @@ impl PgLocker {
             )
             .await
             .map_err(|error| Error::db("check TLS on", "", &inner.url.shown, error))?;
-        inner.put(session);
         Ok(row.get(0))
     }
 }
 
-/// A lock session while a statement that may take the lock runs on it. If
-/// the acquiring future is dropped mid-statement, the server may still be
-/// waiting in the lock's queue for it: dropping this cancels that wait and
-/// clears the session, so the lock is never taken late and kept.
+/// A lock session while a wait that may take the lock runs on it. If the
+/// acquiring future is dropped mid-wait, the server may still be waiting in
+/// the lock's queue for it: dropping this cancels that wait and clears the
+/// session (which holds nothing else), so the lock is never taken late and
+/// kept.
 struct InFlight {
-    session: Option<Session>,
+    home: Option<Arc<LockSession>>,
     inner: Arc<Inner>,
 }
 
 impl InFlight {
     /// The statement has answered: the session is the caller's again.
-    fn land(&mut self) -> Session {
-        self.session.take().expect("landed once")
+    fn land(&mut self) {
+        self.home.take();
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let Some(session) = self.session.take() else {
+        let Some(home) = self.home.take() else {
             return;
         };
         let inner = self.inner.clone();
         let runtime =
             tokio::runtime::Handle::try_current().unwrap_or_else(|_| inner.runtime.clone());
-        let cancel = session.client.cancel_token();
+        let cancel = home.session.client.cancel_token();
         let cleanup = async move {
             let _ = cancel.cancel_query(inner.url.tls.connector.clone()).await;
             // Runs after the cancelled statement on the same session, so
             // whatever it took is given back before the session is reused.
             let cleared = timeout(
                 inner.settings.heartbeat_timeout,
-                session
+                home.session
                     .client
                     .simple_query("SELECT pg_advisory_unlock_all()"),
             )
             .await;
             if let Ok(Ok(_)) = cleared {
-                inner.put(session);
+                inner.wait_ended(&home);
+            } else {
+                // Closing the session frees what it holds; the server's
+                // client_connection_check_interval ends a wait still running.
+                home.lose("a cancelled wait could not be cleared");
+                inner.forget_session(&home);
             }
-            // Otherwise dropping the session closes it; the server's
-            // client_connection_check_interval ends a wait still running.
         };
         runtime.spawn(cleanup);
     }
@@ -689,15 +869,40 @@ enum Attempt {
     /// Taken; the last holder's lease still runs this long by the server's
     /// clock (zero if it released the lock, or its lease has ended).
     Taken(PgLock, Duration),
+    /// Held by another session (with its record), or by this locker: a try
+    /// fails with `Locked`, a wait polls.
+    Held(Option<String>),
     /// A pooled session had been ended by the server: nothing was taken.
     StaleSession(Error),
     /// The name's row no longer maps to the key that was locked.
     Remapped,
 }
 
-/// A count of microseconds from the server (NULL or negative: none).
-fn micros(count: Option<i64>) -> Duration {
-    Duration::from_micros(count.unwrap_or(0).max(0) as u64)
+/// What the server's clock said of a lock it gave (a lock statement's row,
+/// `take_and_record!`), as durations, so that no clock is compared with
+/// another's.
+struct ServerTimes {
+    /// How long the last holder's lease still ran (zero if released, ended).
+    prior_left: Duration,
+    /// How long the statement waited before the new lease started.
+    waited: Duration,
+}
+
+impl ServerTimes {
+    fn from(row: &Row, lease: Duration) -> Self {
+        let time = |i: usize| row.get::<_, Option<SystemTime>>(i);
+        let since = |later: Option<SystemTime>, earlier: Option<SystemTime>| {
+            later
+                .zip(earlier)
+                .and_then(|(later, earlier)| later.duration_since(earlier).ok())
+                .unwrap_or_default()
+        };
+        let (prior_ends, lease_ends, began, answered) = (time(3), time(4), time(5), time(6));
+        ServerTimes {
+            prior_left: since(prior_ends, answered),
+            waited: since(lease_ends, began).saturating_sub(lease),
+        }
+    }
 }
 
 fn lock_timeout(wait: Duration) -> String {

@@ -16,7 +16,7 @@ pub(crate) struct Statements {
     pub try_lock: Statement,
     pub wait_lock: Statement,
     pub unlock: Statement,
-    pub end_lease: Statement,
+    pub release: Statement,
     pub clear: Statement,
     pub find_key: Statement,
     pub create_key: Statement,
@@ -33,13 +33,23 @@ pub(crate) struct Statements {
 const LOCK_SESSION: &str = "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; \
      SET tcp_keepalives_count = 3; SET tcp_user_timeout = 5000";
 
+/// [`LOCK_SESSION`], committing without waiting for the disk: the fencing
+/// token's safety across a crash comes from its clock floor, the leases'
+/// from the wait after a restart (see `sql::TRY_LOCK`), instead (see
+/// `Builder::durable_tokens`).
+const LOCK_SESSION_ASYNC_COMMIT: &str = "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; \
+     SET tcp_keepalives_count = 3; SET tcp_user_timeout = 5000; SET synchronous_commit = off";
+
 /// What a session is for.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
     /// Reads and key look-ups; creates the table if it is missing.
     Reader,
-    /// Holds one lock at a time.
-    Lock,
+    /// Holds locks.
+    Lock {
+        /// Commit each acquisition synchronously (see `Builder::durable_tokens`).
+        durable: bool,
+    },
 }
 
 pub(crate) struct Session {
@@ -86,9 +96,13 @@ impl Session {
                 ensure_schema(&mut client).await?;
                 prepare(&client).await?
             }
-            Role::Lock => {
+            Role::Lock { durable } => {
                 // Sent together with the statements: one round trip.
-                let settings = client.batch_execute(LOCK_SESSION);
+                let settings = client.batch_execute(if durable {
+                    LOCK_SESSION
+                } else {
+                    LOCK_SESSION_ASYNC_COMMIT
+                });
                 // PostgreSQL 14+: a wait notices a closed client within 1 s.
                 // Older servers lack the setting; the wait's own timeout and
                 // the cancel request still end it.
@@ -120,14 +134,6 @@ impl Session {
     pub fn abort_handle(&self) -> Option<tokio::task::AbortHandle> {
         self.conn.0.as_ref().map(JoinHandle::abort_handle)
     }
-
-    /// Ends the session politely: the server gets a Terminate once the
-    /// pending replies are in. For sessions that hold nothing.
-    pub fn close(mut self) {
-        // Detached, the connection task finishes on its own once the client
-        // (and every clone of it) is dropped.
-        self.conn.0.take();
-    }
 }
 
 /// The task driving a session's connection.
@@ -146,11 +152,11 @@ impl Drop for ConnTask {
 
 async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
     // Sent together: one round trip.
-    let (try_lock, wait_lock, unlock, end_lease, clear, find_key, create_key, read, inspect) = tokio::try_join!(
+    let (try_lock, wait_lock, unlock, release, clear, find_key, create_key, read, inspect) = tokio::try_join!(
         client.prepare(sql::TRY_LOCK),
         client.prepare(sql::WAIT_LOCK),
         client.prepare(sql::UNLOCK),
-        client.prepare(sql::END_LEASE),
+        client.prepare(sql::RELEASE),
         client.prepare(sql::CLEAR),
         client.prepare(sql::FIND_KEY),
         client.prepare(sql::CREATE_KEY),
@@ -161,7 +167,7 @@ async fn prepare(client: &Client) -> Result<Statements, tokio_postgres::Error> {
         try_lock,
         wait_lock,
         unlock,
-        end_lease,
+        release,
         clear,
         find_key,
         create_key,
