@@ -88,12 +88,16 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     println!("measuring ({})", if quick { "quick" } else { "full" });
 
-    cycles(&n, dir.path(), &mut rows)?;
-    let pre = starts(&n, dir.path(), &mut rows)?;
-    wait_handovers(&n, dir.path(), quick, &mut rows)?;
-    long_hold_handovers(&n, dir.path(), &mut rows)?;
-    race(&n, dir.path(), &mut rows);
-    instances(&n, &pre, &mut rows)?;
+    // `--only-postgres`: the lock database's rows alone, for an A/B of
+    // lockfile-postgres that need not wait for the rest.
+    if !std::env::args().any(|a| a == "--only-postgres") {
+        cycles(&n, dir.path(), &mut rows)?;
+        let pre = starts(&n, dir.path(), &mut rows)?;
+        wait_handovers(&n, dir.path(), quick, &mut rows)?;
+        long_hold_handovers(&n, dir.path(), &mut rows)?;
+        race(&n, dir.path(), &mut rows);
+        instances(&n, &pre, &mut rows)?;
+    }
     pg::measure(&mut rows, if quick { &pg::QUICK } else { &pg::FULL });
 
     if quick {

@@ -26,17 +26,21 @@ pub struct Counts {
     pub per_block: u32,
     /// Handovers between the two processes.
     pub handovers: usize,
+    /// Locks one process takes and holds at once.
+    pub many: usize,
 }
 
 pub const FULL: Counts = Counts {
     blocks: 40,
     per_block: 500,
     handovers: 300,
+    many: 500,
 };
 pub const QUICK: Counts = Counts {
     blocks: 2,
     per_block: 5,
     handovers: 3,
+    many: 5,
 };
 
 /// Adds the database's rows, or says why there are none.
@@ -66,6 +70,9 @@ pub fn measure(rows: &mut Vec<Row>, n: &Counts) {
         if let Err(error) = cycles(rows, &rt, &url, &ns, n) {
             println!("  (skipping the PostgreSQL cycle with sslmode={mode}: {error})");
         }
+    }
+    if let Err(error) = many(rows, &rt, &url, &ns, n.many) {
+        println!("  (skipping the PostgreSQL many-locks row: {error})");
     }
     match handovers(&rt, &url, &ns, n.handovers) {
         Ok((kind, mut times)) => {
@@ -134,6 +141,51 @@ fn cycles(
         &format!("PostgreSQL cycle (lockfile-postgres acquire + release, {kind})"),
         format!("{lock:.1} µs = {ratio:.2} × floor"),
         format!("≤ 1.5 × floor: {}", verdict(ratio <= 1.5)),
+    );
+    Ok(())
+}
+
+/// `count` locks taken one after another by one process and held together,
+/// then released: the time to take them, and the server connections it used
+/// (from `pg_stat_activity`, by an application_name of its own).
+fn many(
+    rows: &mut Vec<Row>,
+    rt: &Runtime,
+    url: &str,
+    ns: &str,
+    count: usize,
+) -> Result<(), lockfile_postgres::Error> {
+    let app = format!("bench-many-{}", std::process::id());
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let named = format!("{url}{separator}application_name={app}");
+    let locker = rt.block_on(PgLocker::connect(&named, ns))?;
+    let observer = rt.block_on(PgLocker::connect(url, ns))?;
+    let (took, connections) = rt.block_on(async {
+        let start = std::time::Instant::now();
+        let mut held = Vec::with_capacity(count);
+        for i in 0..count {
+            held.push(
+                locker
+                    .acquire(&format!("many-{i}.lock"), None, Duration::ZERO)
+                    .await?,
+            );
+        }
+        let took = start.elapsed();
+        let connections = observer.connections_named(&app).await?;
+        for lock in held {
+            lock.release().await?;
+        }
+        Ok::<_, lockfile_postgres::Error>((took, connections))
+    })?;
+    row(
+        rows,
+        &format!("PostgreSQL: {count} locks taken one after another and held by one process"),
+        format!(
+            "{:.0} ms ({:.0} µs a lock), over {connections} connections",
+            took.as_secs_f64() * 1e3,
+            took.as_secs_f64() * 1e6 / count as f64
+        ),
+        format!("≤ 8 connections: {}", verdict(connections <= 8)),
     );
     Ok(())
 }
