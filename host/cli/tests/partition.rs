@@ -7,13 +7,14 @@
 //! new command starts, and the takeover must come within the lease plus 2 s.
 //!
 //! The same for a holder whose session the server ends
-//! (`pg_terminate_backend`, which is a SIGTERM to its server process), and
-//! for a plugin holding the lock under `lockfile run`.
+//! (`pg_terminate_backend`, which is a SIGTERM to its server process) and a
+//! server restart, and for a plugin holding the lock under `lockfile run`.
 //!
 //! Needs root and the far machine (`LOCKFILE_TEST_FAR_*`, which
 //! `scripts/postgres start` prints when it could make it); without them the
 //! trials say why and check nothing, except under CI=true, where they fail.
-//! Its own binary: the link it takes down is the far machine's only one.
+//! Its own binary, its tests one at a time: the link it takes down is the
+//! far machine's only one, and a restart cuts every session.
 
 #[allow(dead_code)]
 mod common;
@@ -270,6 +271,9 @@ enum Cut {
     /// The server ends the holder's session (what `pg_terminate_backend`
     /// does: SIGTERM to its server process).
     Terminate,
+    /// The server restarts (`scripts/postgres restart`, fast mode: every
+    /// session is cut); the contender comes after it.
+    Restart,
 }
 
 struct Outcome {
@@ -308,23 +312,33 @@ fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let mut new = lockfile_exec(
-        settings,
-        &far.near_db,
-        &ns,
-        new_dir.path(),
-        &["--wait", "60s"],
-        "date +%s%N >started",
-    )
-    .spawn()
-    .unwrap();
-    // The contender queues on the server before the cut.
+    let contender = || {
+        lockfile_exec(
+            settings,
+            &far.near_db,
+            &ns,
+            new_dir.path(),
+            &["--wait", "60s"],
+            "date +%s%N >started",
+        )
+        .spawn()
+        .unwrap()
+    };
+    // The contender queues on the server before the cut (after a restart,
+    // which would cut it off too).
+    let early = (!matches!(cut, Cut::Restart)).then(contender);
     std::thread::sleep(Duration::from_millis(500));
     let cut_at = now_ns();
     match cut {
         Cut::Partition => link(far, "down"),
         Cut::Terminate => terminate_holder_session(far, &ns),
+        Cut::Restart => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres");
+            let restarted = Command::new(script).arg("restart").status().unwrap();
+            assert!(restarted.success(), "scripts/postgres restart");
+        }
     }
+    let mut new = early.unwrap_or_else(contender);
     let new_status = wait_for(&mut new, Duration::from_secs(60), "the contender");
     let started: u128 = std::fs::read_to_string(new_dir.path().join("started"))
         .expect("the contender's command never ran")
@@ -437,8 +451,12 @@ fn trials(settings: &Settings, far: &Far, kinds: &[Holder], cut: Cut) {
     );
 }
 
+/// The tests of this binary one at a time: a restart cuts every session.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_partitioned_holder_has_stopped_before_the_next_starts() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(far) = far() else { return };
     let kinds = [
         Holder::Exec(OnSigterm::Ends),
@@ -451,6 +469,7 @@ fn a_partitioned_holder_has_stopped_before_the_next_starts() {
 
 #[test]
 fn a_holder_whose_session_the_server_ends_has_stopped_before_the_next_starts() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(far) = far() else { return };
     let kinds = [
         Holder::Exec(OnSigterm::TakesNearlyTheGrace),
@@ -458,4 +477,15 @@ fn a_holder_whose_session_the_server_ends_has_stopped_before_the_next_starts() {
         Holder::Plugin,
     ];
     trials(&Settings::from_env(), &far, &kinds, Cut::Terminate);
+}
+
+/// A server restart cuts the holder's session: it is stopped at once, and
+/// the next holder, after the restart, waits out its lease (kept on the
+/// server's disk).
+#[test]
+fn after_a_server_restart_the_next_holder_waits_out_the_old_lease() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(far) = far() else { return };
+    let kinds = [Holder::Exec(OnSigterm::Ignores), Holder::Plugin];
+    trials(&Settings::from_env(), &far, &kinds, Cut::Restart);
 }
