@@ -205,3 +205,47 @@ async fn take_in_turn(locker: &PgLocker, prefix: &str, n: usize) -> Vec<PgLock> 
     }
     locks
 }
+
+/// Locks taken and released one after another on a session keep renewing
+/// the leases of the locks held on it beside them: a held lock whose
+/// session saw a new lock every 100 ms was declared lost at its stop time,
+/// because each new lock restarted the heartbeat's interval, so the renewal
+/// never came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_locks_beside_a_held_one_do_not_starve_its_renewals() {
+    let ns = namespace("short-beside-held");
+    let beat = Duration::from_millis(300);
+    let locker = PgLocker::builder(&db_url())
+        .namespace(&ns)
+        .max_sessions(1)
+        .heartbeat(beat, Duration::from_secs(1))
+        .lease(Duration::from_secs(3), Duration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let held = locker
+        .acquire("held.lock", None, Duration::ZERO)
+        .await
+        .unwrap();
+    let first_deadline = held.deadline();
+    // Three leases' worth of short locks, each more often than a heartbeat.
+    let until = Instant::now() + Duration::from_secs(9);
+    while Instant::now() < until {
+        let short = locker
+            .acquire("short.lock", None, Duration::ZERO)
+            .await
+            .unwrap();
+        short.release().await.unwrap();
+        tokio::time::sleep(beat / 3).await;
+    }
+    assert!(
+        held.held(),
+        "the held lock was lost: {:?}",
+        held.lost_reason()
+    );
+    assert!(
+        held.deadline() > first_deadline + Duration::from_secs(5),
+        "its lease was not renewed"
+    );
+    held.release().await.unwrap();
+}

@@ -294,6 +294,10 @@ async fn heartbeat(home: Arc<LockSession>, inner: Weak<Inner>, beat: Beat) {
     // trip.
     let mut renew: Option<Statement> = None;
     let far = || tokio::time::Instant::now() + Duration::from_secs(86_400);
+    // Kept across the wake-ups a new lock makes: restarting the interval at
+    // each one would starve the renewals of a session that takes locks more
+    // often than it beats.
+    let mut next_beat = tokio::time::Instant::now() + interval;
     let reason = loop {
         let stop_at = home
             .next_stop(&lease)
@@ -308,8 +312,9 @@ async fn heartbeat(home: Arc<LockSession>, inner: Weak<Inner>, beat: Beat) {
                 continue;
             }
             () = home.added.notified() => continue,
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep_until(next_beat) => {}
         }
+        next_beat = tokio::time::Instant::now() + interval;
         let (keys, tokens) = home.mine();
         if keys.is_empty() {
             continue;
