@@ -98,3 +98,47 @@ impl LostLocks {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lost_now() -> BackendFuture<String> {
+        Box::pin(std::future::ready("the session ended".to_owned()))
+    }
+
+    fn poll_once(losses: &LostLocks) -> Poll<LostLock> {
+        let mut next = std::pin::pin!(losses.next());
+        next.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_loss_is_reported_once_with_its_path() {
+        let losses = LostLocks::new(true);
+        assert!(poll_once(&losses).is_pending());
+        losses.watch(1, "job.lock", lost_now());
+        assert_eq!(
+            poll_once(&losses),
+            Poll::Ready(LostLock {
+                path: "job.lock".into(),
+                reason: "the session ended".into()
+            })
+        );
+        assert!(poll_once(&losses).is_pending());
+    }
+
+    #[test]
+    fn a_released_lock_is_not_reported() {
+        let losses = LostLocks::new(true);
+        losses.watch(1, "job.lock", lost_now());
+        losses.forget(1);
+        assert!(poll_once(&losses).is_pending());
+    }
+
+    #[test]
+    fn an_embedder_that_opted_out_is_never_told() {
+        let losses = LostLocks::new(false);
+        losses.watch(1, "job.lock", lost_now());
+        assert!(poll_once(&losses).is_pending());
+    }
+}
