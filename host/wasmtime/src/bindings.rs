@@ -22,7 +22,7 @@
 //!         }
 //!     ",
 //!     // Your wit/, with this repository's wit/lockfile.wit in its deps/.
-//!     path: "../../wit",
+//!     path: "wit",
 //!     with: { "lockfile:lockfile": lockfile_host::bindings::sync::lockfile::lockfile },
 //! });
 //!
@@ -73,7 +73,7 @@ pub mod r#async {
     #![allow(missing_docs)]
 
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "imports",
         imports: {
             "lockfile:lockfile/lockfile.[static]lock.acquire": async | trappable,
@@ -89,7 +89,7 @@ pub mod sync {
     #![allow(missing_docs)]
 
     wasmtime::component::bindgen!({
-        path: "../../wit",
+        path: "wit",
         world: "imports",
         imports: { default: trappable },
         with: {
@@ -112,7 +112,7 @@ pub(crate) mod v0_1 {
         #![allow(dead_code, missing_docs)]
 
         wasmtime::component::bindgen!({
-            path: ["../../wit", "../../wit/compat/lockfile-0.1.0.wit"],
+            path: ["wit", "wit/compat/lockfile-0.1.0.wit"],
             world: "lockfile:lockfile/imports@0.1.0",
             imports: { default: trappable },
             with: { "lockfile:lockfile/lockfile@0.1.0.lock": crate::HostLock },
@@ -125,7 +125,7 @@ pub(crate) mod v0_1 {
         #![allow(dead_code, missing_docs)]
 
         wasmtime::component::bindgen!({
-            path: ["../../wit", "../../wit/compat/lockfile-0.1.0.wit"],
+            path: ["wit", "wit/compat/lockfile-0.1.0.wit"],
             world: "lockfile:lockfile/imports@0.1.0",
             imports: {
                 "lockfile:lockfile/lockfile@0.1.0.[static]lock.acquire": async | trappable,
