@@ -1,11 +1,11 @@
 // A JavaScript plugin scripted by its arguments, like the Rust test program
 // lockctl: `lock PATH TEMPLATE WAIT_MS` (TEMPLATE "-": no content), `release`,
 // `read PATH`, `hold MS` (keep everything held for MS milliseconds), `exit
-// CODE` (exit with status CODE, through lockfile.js's `exit`).
+// CODE` (exit with status CODE, through lockfile-guest's `exit`).
 
 import { getArguments } from "wasi:cli/environment@0.2.12";
 import { subscribeDuration } from "wasi:clocks/monotonic-clock@0.2.12";
-import { LockError, LockFile, exit, readContent } from "./lockfile.js";
+import { LockError, LockFile, exit, readContent } from "lockfile-guest";
 
 function main() {
   const args = getArguments().slice(1);

@@ -1,16 +1,20 @@
 // zc.lockfile's lock files for JavaScript plugins, over the lockfile:lockfile
 // WIT interface.
 //
-//   import { LockFile, LockError } from "./lockfile.js";
-//   const lock = LockFile.lock("job.lock");          // " <pid>\n" written into the file
-//   try { LockFile.lock("job.lock"); } catch (e) {   // e instanceof LockError
-//     console.log(e.message, e.holder);              // Couldn't lock 'job.lock': held by ...
-//   }
-//   lock.release();
-//   exit(75);                                         // lockfile run exits 75
+//   import { LockFile, LockError, command } from "lockfile-guest";
+//   export const run = command(() => {              // the plugin's wasi:cli/run
+//     const lock = LockFile.lock("job.lock");        // " <pid>\n" written into the file
+//     try { LockFile.lock("job.lock"); } catch (e) { // e instanceof LockError
+//       console.log(e.message, e.holder);            // Couldn't lock 'job.lock': held by ...
+//     }
+//     lock.release();
+//   });
 //
-// Paths are relative to the lock directory the host gave the plugin. Built
-// against lockfile:lockfile@0.2.0 (wit/lockfile.wit), world `plugin`.
+// An uncaught LockError ends the plugin with its one line on stderr and exit
+// status 75, "held, try later"; any other uncaught error with `Name: message`
+// and 1. Paths are relative to the lock directory the host gave the plugin.
+// Built against lockfile:lockfile@0.2.0, world `plugin`, whose WIT this
+// package carries in wit/ (componentize-js's `--wit node_modules/lockfile-guest/wit`).
 
 import { exitWithCode } from "wasi:cli/exit@0.2.12";
 import { Lock, readContent as witReadContent } from "lockfile:lockfile/lockfile@0.2.0";
@@ -142,6 +146,30 @@ export function readContent(path) {
   } catch (error) {
     throw toError(path, error.payload ?? error);
   }
+}
+
+/**
+ * The plugin's `wasi:cli/run` export, running `main`: `export const run =
+ * command(() => { ... })`. An error thrown out of `run` would end the plugin
+ * with status 1 and no message at all; here a LockError prints its message on
+ * stderr and exits 75 (EX_TEMPFAIL), and any other error prints `Name:
+ * message` and exits 1.
+ */
+export function command(main) {
+  return {
+    run() {
+      try {
+        main();
+      } catch (error) {
+        if (error instanceof LockError) {
+          console.error(error.message);
+          exit(75);
+        }
+        console.error(error instanceof Error ? `${error.name}: ${error.message}` : String(error));
+        exit(1);
+      }
+    },
+  };
 }
 
 /**

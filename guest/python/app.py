@@ -4,14 +4,14 @@
   release                      -> "released"
   read PATH                    -> "content CONTENT" or "content -"
   hold MS                      keep everything held for MS milliseconds
-  exit CODE                    exit with status CODE, through lockfile.exit
+  exit CODE                    exit with status CODE, through lockfile_guest.exit
 """
 
 import sys
 import time
 
-import lockfile
-from lockfile import LockError, LockFile, read_content
+import lockfile_guest
+from lockfile_guest import LockError, LockFile, read_content
 from wit_world import exports
 
 
@@ -40,7 +40,7 @@ class Run(exports.Run):
                 time.sleep(int(args[0]) / 1000)
                 args = args[1:]
             elif step == "exit":
-                lockfile.exit(int(args[0]))
+                lockfile_guest.exit(int(args[0]))
             else:
                 raise ValueError(f"unknown step {step}")
         for lock in held:

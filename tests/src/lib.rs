@@ -203,3 +203,38 @@ fn finish(store: Store<Plugin>, stdout: MemoryOutputPipe, status: wasmtime::Resu
         stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
     }
 }
+
+/// Builds a plugin crate of a user's own (`my-plugin`, at `krate`) as the
+/// README tells plugin authors to, `cargo build --release --target
+/// wasm32-wasip2`, in a target directory of its own under target/, kept
+/// between runs so its dependencies compile once. Returns the component.
+pub fn build_my_plugin(krate: &Path) -> std::path::PathBuf {
+    let target_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/outside-plugin");
+    let built =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(krate.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = target_dir.join("wasm32-wasip2/release/my-plugin.wasm");
+    assert!(
+        wasm.exists(),
+        "the README says the plugin lands at {}",
+        wasm.display()
+    );
+    wasm
+}

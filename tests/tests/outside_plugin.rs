@@ -2,7 +2,6 @@
 //! lockfile-guest by path, exactly as the README tells plugin authors to.
 
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn a_plugin_crate_outside_the_repository_builds_and_runs() {
@@ -32,30 +31,7 @@ fn main() -> Result<(), lockfile_guest::Error> {
 "#,
     )
     .unwrap();
-    // A target directory of its own under target/, kept between runs so the
-    // dependencies compile once.
-    let target_dir = repo.join("target/outside-plugin");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip2",
-            "--manifest-path",
-        ])
-        .arg(krate.join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let wasm = target_dir.join("wasm32-wasip2/release/my-plugin.wasm");
-    assert!(
-        wasm.exists(),
-        "the README says the plugin lands at {}",
-        wasm.display()
-    );
+    let wasm = lockfile_tests::build_my_plugin(&krate);
 
     let locks = tempfile::tempdir().unwrap();
     let out = lockfile_tests::run(wasm.to_str().unwrap(), locks.path(), None, &[], |b| {

@@ -31,6 +31,8 @@
 //! A plugin ends with any exit status through [`exit`]: `lockfile run` exits
 //! with it, so a job can say 75 (EX_TEMPFAIL, "held, try later") rather than
 //! the 1 that `std::process::exit` reports for every failure under wasi:cli.
+//! [`command`] does that for a `main` whose lock is held: it prints who holds
+//! it, on one line, and exits 75.
 
 #![deny(missing_docs)]
 
@@ -180,9 +182,47 @@ pub fn exit(code: u8) -> ! {
     std::process::exit(i32::from(code != 0))
 }
 
+/// Runs a plugin's `main` body and ends the plugin the way a command line
+/// expects: a lock held by someone else prints its one line on stderr
+/// (`Couldn't lock 'my.lock': held by 7633`) and exits 75 (EX_TEMPFAIL, "held,
+/// try later"); any other error prints `Error: ` and its message and exits 1;
+/// `Ok` returns, and `main` ends with 0. `?` in the body takes any error
+/// (a [`Error`], an `std::io::Error`, an `anyhow::Error`, a `String`).
+///
+/// ```no_run
+/// fn main() {
+///     lockfile_guest::command(|| {
+///         let lock = lockfile_guest::LockFile::lock("my.lock")?;
+///         println!("holding {}", lock.path());
+///         Ok(())
+///     })
+/// }
+/// ```
+///
+/// (`fn main() -> Result<(), lockfile_guest::Error>` works too, and prints
+/// the same line after `Error: `, but always exits 1: under wasi:cli 0.2 the
+/// standard library reports every failure as 1.)
+// The example is about `main` itself.
+#[allow(clippy::needless_doctest_main)]
+pub fn command(body: impl FnOnce() -> Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    let Err(error) = body() else { return };
+    let _ = std::io::stdout().flush();
+    match error.downcast_ref::<Error>() {
+        Some(held @ (Error::Locked { .. } | Error::TimedOut { .. })) => {
+            eprintln!("{held}");
+            exit(75)
+        }
+        _ => {
+            eprintln!("Error: {error}");
+            exit(1)
+        }
+    }
+}
+
 /// Why a lock could not be taken or read. Prints like zc.lockfile's
-/// `LockError`: `Couldn't lock 'job.lock': held by 1234`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// `LockError`: `Couldn't lock 'job.lock': held by 1234`; its `Debug` is the
+/// same message, so `fn main() -> Result<(), Error>` prints it too.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
     /// Someone else holds the lock.
     #[error("Couldn't lock '{path}'{}", held_by(holder))]
@@ -227,6 +267,12 @@ pub enum Error {
         /// The system's message.
         message: String,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 fn held_by(holder: &Option<String>) -> String {

@@ -4,14 +4,20 @@
 //!
 //! Each plugin is built once per test process by its own build script, which
 //! installs its pinned tool the first time, then compiled once into a shared
-//! compile cache.
+//! compile cache. The build scripts build as a plugin author's own project
+//! would, from the packages alone: the Python wheel and the npm tarball made
+//! from `guest/`, and (for Rust) the `.crate` that `cargo package` makes.
+//!
+//! The README's examples, one per language (`guest/*/example/`, and
+//! lockfile-guest's `examples/my-plugin.rs`), are built the same way and run
+//! with their lock free and held.
 
 #[path = "../../../tests/support/zc_python.rs"]
 mod zc_python;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use lockfile_core::read_content;
@@ -29,15 +35,25 @@ fn cache_dir() -> PathBuf {
     workspace().join("target/plugin-test-cache")
 }
 
-/// Builds the plugin with `guest/<language>/build` and fills the compile cache.
-fn build(language: &str) -> PathBuf {
-    let out = workspace().join(format!("target/plugins/{language}-plugin.wasm"));
-    let status = Command::new(workspace().join(format!("guest/{language}/build")))
+/// Builds share a package directory and a project per language: one at a time.
+static BUILDS: Mutex<()> = Mutex::new(());
+
+/// Builds the plugin with `guest/<language>/build-plugin` (from `app`, or
+/// the test plugin) and fills the compile cache.
+fn build(language: &str, name: &str, app: Option<&Path>) -> PathBuf {
+    let out = workspace().join(format!("target/plugins/{language}-{name}.wasm"));
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let status = Command::new(workspace().join(format!("guest/{language}/build-plugin")))
         .arg(&out)
+        .args(app)
         .stdout(Stdio::null())
         .status()
         .unwrap();
-    assert!(status.success(), "guest/{language}/build failed");
+    assert!(status.success(), "guest/{language}/build-plugin failed");
+    compile(out)
+}
+
+fn compile(out: PathBuf) -> PathBuf {
     let compiled = Command::new(env!("CARGO_BIN_EXE_lockfile"))
         .args(["compile", "--cache-dir"])
         .arg(cache_dir())
@@ -54,12 +70,12 @@ fn build(language: &str) -> PathBuf {
 
 fn python_plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
-    PLUGIN.get_or_init(|| build("python"))
+    PLUGIN.get_or_init(|| build("python", "plugin", None))
 }
 
 fn javascript_plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
-    PLUGIN.get_or_init(|| build("javascript"))
+    PLUGIN.get_or_init(|| build("javascript", "plugin", None))
 }
 
 fn lockfile_run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Command {
@@ -329,4 +345,136 @@ fn python_plugin_exits_with_the_status_it_asks_for() {
 #[test]
 fn javascript_plugin_exits_with_the_status_it_asks_for() {
     exits_with_the_status_it_asks_for("javascript", javascript_plugin());
+}
+
+/// The README's Rust example, built as an outside crate against lockfile-guest
+/// unpacked from the `.crate` that `cargo package` makes: what a user of the
+/// published crate gets.
+fn rust_example() -> PathBuf {
+    let guest = workspace().join("guest");
+    let _one_at_a_time = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let packaged = Command::new(&cargo)
+        .args([
+            "package",
+            "-p",
+            "lockfile-guest",
+            "--no-verify",
+            "--allow-dirty",
+            "--locked",
+        ])
+        .arg("--manifest-path")
+        .arg(guest.join("Cargo.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        packaged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&packaged.stderr)
+    );
+    let project = tempfile::tempdir().unwrap();
+    let untarred = Command::new("tar")
+        .arg("-xzf")
+        .arg(guest.join("target/package/lockfile-guest-0.2.0.crate"))
+        .arg("-C")
+        .arg(project.path())
+        .status()
+        .unwrap();
+    assert!(untarred.success());
+    let krate = project.path().join("my-plugin");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        "[package]\nname = \"my-plugin\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+         [dependencies]\nlockfile-guest = { path = \"../lockfile-guest-0.2.0\" }\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        guest.join("lockfile-guest/examples/my-plugin.rs"),
+        krate.join("src/main.rs"),
+    )
+    .unwrap();
+    let wasm = lockfile_tests::build_my_plugin(&krate);
+    let out = workspace().join("target/plugins/rust-example.wasm");
+    std::fs::copy(wasm, &out).unwrap();
+    compile(out)
+}
+
+fn example(language: &str) -> PathBuf {
+    match language {
+        "rust" => rust_example(),
+        "python" => build(
+            "python",
+            "example",
+            Some(&workspace().join("guest/python/example/app.py")),
+        ),
+        _ => build(
+            "javascript",
+            "example",
+            Some(&workspace().join("guest/javascript/example/app.js")),
+        ),
+    }
+}
+
+/// Each language's README example, with `my.lock` free: it says it holds it;
+/// with the lock held by another process: the one line zc.lockfile's
+/// `LockError` prints, on stderr, and exit status 75; never a trap.
+fn the_example_says_who_holds_the_lock_and_exits_75(language: &str) {
+    let plugin = example(language);
+    let dir = tempfile::tempdir().unwrap();
+    let free = lockfile_run(dir.path(), language, &plugin, &[])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&free), "holding my.lock\n");
+
+    let held = lockfile_core::LockFile::lock(dir.path().join("my.lock")).unwrap();
+    let refused = lockfile_run(dir.path(), language, &plugin, &[])
+        .output()
+        .unwrap();
+    assert_eq!(
+        (
+            refused.status.code(),
+            String::from_utf8_lossy(&refused.stderr).into_owned(),
+            String::from_utf8_lossy(&refused.stdout).into_owned(),
+        ),
+        (
+            Some(75),
+            format!("Couldn't lock 'my.lock': held by {}\n", std::process::id()),
+            String::new()
+        ),
+        "{language}"
+    );
+    held.release();
+}
+
+#[test]
+fn the_rust_example_says_who_holds_the_lock_and_exits_75() {
+    the_example_says_who_holds_the_lock_and_exits_75("rust");
+}
+
+#[test]
+fn the_python_example_says_who_holds_the_lock_and_exits_75() {
+    the_example_says_who_holds_the_lock_and_exits_75("python");
+}
+
+#[test]
+fn the_javascript_example_says_who_holds_the_lock_and_exits_75() {
+    the_example_says_who_holds_the_lock_and_exits_75("javascript");
+}
+
+/// The README shows each example exactly as the tests build it.
+#[test]
+fn the_readme_shows_each_example_as_tested() {
+    let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
+    for example in [
+        "guest/lockfile-guest/examples/my-plugin.rs",
+        "guest/python/example/app.py",
+        "guest/javascript/example/app.js",
+    ] {
+        let text = std::fs::read_to_string(workspace().join(example)).unwrap();
+        assert!(
+            readme.contains(&text),
+            "README.md does not show {example} as it is"
+        );
+    }
 }

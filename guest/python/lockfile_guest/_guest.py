@@ -1,21 +1,6 @@
-"""zc.lockfile's lock files for Python plugins, over the lockfile:lockfile WIT interface.
+"""The library itself; see the package's documentation. It imports the
+bindings componentize-py generates, so it loads inside a component only."""
 
-    from lockfile import LockFile, LockError
-
-    with LockFile("job.lock") as lock:      # " <pid>\n" written into the file
-        print("holding", lock.path, "as", lock.content)
-
-    try:
-        LockFile("job.lock", content_template="{plugin}@{hostname}", wait=3.0)
-    except LockError as error:
-        print(error)                         # Couldn't lock 'job.lock' within 3s: held by ...
-        print(error.holder)
-
-    exit(75)                                 # lockfile run exits 75
-
-Paths are relative to the lock directory the host gave the plugin. Built
-against lockfile:lockfile@0.2.0 (wit/lockfile.wit), world `plugin`.
-"""
 
 import sys
 from typing import NoReturn, Optional
@@ -110,6 +95,41 @@ def read_content(path: str) -> Optional[str]:
         return _wit.read_content(path)
     except Err as error:
         raise _error(path, error.value) from None
+
+
+class Command:
+    """A plugin's `wasi:cli/run` export: subclass it as `Run` in the module
+    componentize-py builds, and write `main`.
+
+    `run` calls `main`, then flushes stdout. An exception that escapes `main`
+    would trap the component (a panic and a wasm backtrace, status 134): here
+    a LockError prints its message on stderr and exits 75 (EX_TEMPFAIL), and
+    any other exception prints `TypeName: message` and exits 1. SystemExit
+    exits with its code, as in Python.
+    """
+
+    def main(self) -> None:
+        raise NotImplementedError("write the plugin's main() in your Run class")
+
+    def run(self) -> None:
+        try:
+            self.main()
+        except LockError as error:
+            _fail(str(error), 75)
+        except SystemExit as request:
+            code = request.code
+            if code is None or isinstance(code, int):
+                exit(code or 0)
+            _fail(str(code), 1)
+        except BaseException as error:  # noqa: BLE001 - anything else would trap
+            _fail(f"{type(error).__name__}: {error}", 1)
+        sys.stdout.flush()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stdout.flush()
+    print(message, file=sys.stderr)
+    exit(code)
 
 
 def exit(code: int) -> NoReturn:
