@@ -1,5 +1,5 @@
-//! Plugins written in Python (componentize-py) and JavaScript (componentize-js)
-//! from the same WIT, under `lockfile run`, against a Rust plugin and the real
+//! Plugins written in Python (componentize-py), JavaScript (componentize-js)
+//! and C (`wit-bindgen c`, clang and wasm-tools) from the same WIT, under `lockfile run`, against a Rust plugin and the real
 //! zc.lockfile: mutual exclusion both ways and the same bytes.
 //!
 //! Each plugin is built once per test process by its own build script, which
@@ -76,6 +76,11 @@ fn python_plugin() -> &'static Path {
 fn javascript_plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
     PLUGIN.get_or_init(|| build("javascript", "plugin", None))
+}
+
+fn c_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| build("c", "plugin", None))
 }
 
 fn lockfile_run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Command {
@@ -400,20 +405,16 @@ fn rust_example() -> PathBuf {
     compile(out)
 }
 
+/// The README's example in `language`, built from the packages alone.
 fn example(language: &str) -> PathBuf {
-    match language {
-        "rust" => rust_example(),
-        "python" => build(
-            "python",
-            "example",
-            Some(&workspace().join("guest/python/example/app.py")),
-        ),
-        _ => build(
-            "javascript",
-            "example",
-            Some(&workspace().join("guest/javascript/example/app.js")),
-        ),
-    }
+    let source = match language {
+        "rust" => return rust_example(),
+        "python" => "guest/python/example/app.py",
+        "javascript" => "guest/javascript/example/app.js",
+        "c" => "guest/c/example/my_plugin.c",
+        _ => panic!("no example in {language}"),
+    };
+    build(language, "example", Some(&workspace().join(source)))
 }
 
 /// Each language's README example, with `my.lock` free: it says it holds it;
@@ -464,12 +465,38 @@ fn the_javascript_example_says_who_holds_the_lock_and_exits_75() {
 
 /// The README shows each example exactly as the tests build it.
 #[test]
+fn the_c_example_says_who_holds_the_lock_and_exits_75() {
+    the_example_says_who_holds_the_lock_and_exits_75("c");
+}
+
+#[test]
+fn c_plugin_excludes_and_is_excluded_by_a_rust_plugin() {
+    excludes_and_is_excluded_by_a_rust_plugin("c", c_plugin());
+}
+
+#[test]
+fn c_plugin_excludes_and_is_excluded_by_zc_lockfile() {
+    excludes_and_is_excluded_by_zc_lockfile("c", c_plugin());
+}
+
+#[test]
+fn c_plugin_writes_the_same_bytes_as_rust_and_zc_lockfile() {
+    writes_the_same_bytes_as_rust_and_zc_lockfile("c", c_plugin());
+}
+
+#[test]
+fn c_plugin_exits_with_the_status_it_asks_for() {
+    exits_with_the_status_it_asks_for("c", c_plugin());
+}
+
+#[test]
 fn the_readme_shows_each_example_as_tested() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     for example in [
         "guest/lockfile-guest/examples/my-plugin.rs",
         "guest/python/example/app.py",
         "guest/javascript/example/app.js",
+        "guest/c/example/my_plugin.c",
     ] {
         let text = std::fs::read_to_string(workspace().join(example)).unwrap();
         assert!(
