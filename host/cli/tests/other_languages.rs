@@ -1,5 +1,6 @@
-//! Plugins written in Python (componentize-py), JavaScript (componentize-js)
-//! and C (`wit-bindgen c`, clang and wasm-tools) from the same WIT, under `lockfile run`, against a Rust plugin and the real
+//! Plugins written in Python (componentize-py), JavaScript (componentize-js),
+//! C (`wit-bindgen c`, clang and wasm-tools) and Go (`wit-bindgen go`,
+//! mainline Go and wasm-tools) from the same WIT, under `lockfile run`, against a Rust plugin and the real
 //! zc.lockfile: mutual exclusion both ways and the same bytes.
 //!
 //! Each plugin is built once per test process by its own build script, which
@@ -81,6 +82,11 @@ fn javascript_plugin() -> &'static Path {
 fn c_plugin() -> &'static Path {
     static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
     PLUGIN.get_or_init(|| build("c", "plugin", None))
+}
+
+fn go_plugin() -> &'static Path {
+    static PLUGIN: OnceLock<PathBuf> = OnceLock::new();
+    PLUGIN.get_or_init(|| build("go", "plugin", None))
 }
 
 fn lockfile_run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Command {
@@ -412,6 +418,7 @@ fn example(language: &str) -> PathBuf {
         "python" => "guest/python/example/app.py",
         "javascript" => "guest/javascript/example/app.js",
         "c" => "guest/c/example/my_plugin.c",
+        "go" => "guest/go/example/export_wasi_cli_run",
         _ => panic!("no example in {language}"),
     };
     build(language, "example", Some(&workspace().join(source)))
@@ -490,6 +497,31 @@ fn c_plugin_exits_with_the_status_it_asks_for() {
 }
 
 #[test]
+fn the_go_example_says_who_holds_the_lock_and_exits_75() {
+    the_example_says_who_holds_the_lock_and_exits_75("go");
+}
+
+#[test]
+fn go_plugin_excludes_and_is_excluded_by_a_rust_plugin() {
+    excludes_and_is_excluded_by_a_rust_plugin("go", go_plugin());
+}
+
+#[test]
+fn go_plugin_excludes_and_is_excluded_by_zc_lockfile() {
+    excludes_and_is_excluded_by_zc_lockfile("go", go_plugin());
+}
+
+#[test]
+fn go_plugin_writes_the_same_bytes_as_rust_and_zc_lockfile() {
+    writes_the_same_bytes_as_rust_and_zc_lockfile("go", go_plugin());
+}
+
+#[test]
+fn go_plugin_exits_with_the_status_it_asks_for() {
+    exits_with_the_status_it_asks_for("go", go_plugin());
+}
+
+#[test]
 fn the_readme_shows_each_example_as_tested() {
     let readme = std::fs::read_to_string(workspace().join("README.md")).unwrap();
     for example in [
@@ -497,6 +529,7 @@ fn the_readme_shows_each_example_as_tested() {
         "guest/python/example/app.py",
         "guest/javascript/example/app.js",
         "guest/c/example/my_plugin.c",
+        "guest/go/example/export_wasi_cli_run/run.go",
     ] {
         let text = std::fs::read_to_string(workspace().join(example)).unwrap();
         assert!(
