@@ -73,6 +73,7 @@ mod content;
 mod error;
 mod file_backend;
 mod inspect;
+pub mod lease;
 mod lock;
 mod lock_path;
 mod open;
@@ -91,6 +92,7 @@ pub use inspect::inspect_from;
 pub use lock::{Attempt, LockFile, LockOptions, PendingLock};
 pub use lock_path::{
     LockName, LockPathError, MAX_LOCK_PATH, MAX_LOCK_PATH_COMPONENT, check_lock_path,
+    check_namespace,
 };
 pub use open::{check_links, open_for_locking};
 pub use template::{MAX_RECORD, TemplateError};

@@ -15,6 +15,21 @@ pub const MAX_LOCK_PATH: usize = 512;
 /// common `NAME_MAX` of Unix file systems.
 pub const MAX_LOCK_PATH_COMPONENT: usize = 255;
 
+/// Checks the namespace of a lock server's names (a PostgreSQL namespace,
+/// an etcd key prefix): any text but empty, with a NUL, or longer than a
+/// path component. `Err` says what is wrong.
+pub fn check_namespace(namespace: &str) -> Result<(), &'static str> {
+    if namespace.is_empty() {
+        Err("it is empty")
+    } else if namespace.len() > MAX_LOCK_PATH_COMPONENT {
+        Err("it is longer than 255 bytes")
+    } else if namespace.contains('\0') {
+        Err("it holds a NUL byte")
+    } else {
+        Ok(())
+    }
+}
+
 /// Why a lock path was refused. The message names the path (or its start,
 /// when it is long) and says what to do instead.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

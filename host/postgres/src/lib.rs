@@ -151,7 +151,6 @@
 
 mod backend;
 mod error;
-mod lease;
 mod lock;
 mod locker;
 mod pool;
@@ -163,9 +162,9 @@ mod tls;
 mod url;
 
 pub use error::{DbFailure, Error};
-pub use lease::RATE_MARGIN_PERCENT;
 pub use lock::PgLock;
 pub use locker::{Builder, Inspection, PgLocker};
+pub use lockfile_core::lease::RATE_MARGIN_PERCENT;
 pub use sql::ADVISORY_KEY_BASE;
 
 /// The namespace when none is given.

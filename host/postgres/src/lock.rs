@@ -7,9 +7,9 @@ use tokio::time::timeout;
 
 use crate::Error;
 use crate::error::describe;
-use crate::lease::Lease;
 use crate::pool::Inner;
 use crate::shared::{LockSession, SlotWatch};
+use lockfile_core::lease::Lease;
 
 /// A lock held on the database: a session-level advisory lock, on one of the
 /// few sessions the locker's locks share.

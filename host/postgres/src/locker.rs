@@ -9,7 +9,6 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, Statement};
 
 use crate::error::{DbFailure, describe};
-use crate::lease::{self, Lease};
 use crate::lock::PgLock;
 use crate::pool::{Inner, Reservation, Settings, TryTicket, open_timeout};
 use crate::record;
@@ -17,6 +16,7 @@ use crate::session::{OpenError, Role, Session, Statements};
 use crate::shared::LockSession;
 use crate::url::{self, DbUrl};
 use crate::{DEFAULT_NAMESPACE, Error};
+use lockfile_core::lease::{self, Lease};
 
 /// Locks on one database, under one namespace: connect once per process
 /// (or per namespace) and share it; it is cheap to clone.

@@ -10,10 +10,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::timeout;
 
-use crate::lease::Lease;
 use crate::session::{OpenError, Role, Session};
 use crate::shared::LockSession;
 use crate::url::{self, DbUrl};
+use lockfile_core::lease::Lease;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {

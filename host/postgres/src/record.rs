@@ -3,7 +3,7 @@
 
 #[cfg(test)]
 use lockfile_core::MAX_RECORD;
-use lockfile_core::{LockName, LockPathError, MAX_LOCK_PATH_COMPONENT, TemplateError};
+use lockfile_core::{LockName, LockPathError, TemplateError};
 
 use crate::Error;
 
@@ -35,18 +35,9 @@ pub(crate) fn check_content(name: &str, content: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a namespace: any text but empty, NUL or longer than a path component.
+/// Checks a namespace ([`lockfile_core::check_namespace`]).
 pub(crate) fn check_namespace(namespace: &str) -> Result<(), Error> {
-    let reason = if namespace.is_empty() {
-        "it is empty"
-    } else if namespace.len() > MAX_LOCK_PATH_COMPONENT {
-        "it is longer than 255 bytes"
-    } else if namespace.contains('\0') {
-        "it holds a NUL byte"
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidNamespace {
+    lockfile_core::check_namespace(namespace).map_err(|reason| Error::InvalidNamespace {
         namespace: namespace.chars().take(64).collect(),
         reason,
     })

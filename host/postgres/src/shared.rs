@@ -15,9 +15,9 @@ use tokio::time::timeout;
 use tokio_postgres::{Row, Statement};
 
 use crate::error::describe;
-use crate::lease::Lease;
 use crate::pool::Inner;
 use crate::session::Session;
+use lockfile_core::lease::Lease;
 
 /// A lock session, and the locks it holds.
 pub(crate) struct LockSession {

@@ -1,6 +1,8 @@
-//! The lease: how long a holder whose session ended may still be running,
-//! kept on the server's clock in the lock's row, and when a holder must stop
-//! by its own clock so that it has stopped before the lease ends there.
+//! The lease of a networked lock: how long a holder that vanished may still
+//! be running, kept on the server's clock (a PostgreSQL lock's row, an etcd
+//! lease), and when a holder must stop by its own clock so that it has
+//! stopped before the lease ends there. Every networked backend counts its
+//! leases with these rules.
 //!
 //! Assumed of the clocks: the holder's monotonic clock and the server's clock
 //! run at rates within [`RATE_MARGIN_PERCENT`] of each other while a lease
@@ -16,8 +18,11 @@ pub const RATE_MARGIN_PERCENT: u32 = 1;
 
 /// A lease's length, and how long before it ends its holder is told to stop.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Lease {
+pub struct Lease {
+    /// How long the lease lasts from a renewal, on the server's clock.
     pub length: Duration,
+    /// How long before the deadline a holder that could not renew is told
+    /// to stop.
     pub notice: Duration,
 }
 
@@ -59,11 +64,11 @@ impl Lease {
     }
 }
 
-/// The settings a lease needs to mean anything: a holder must be able to
+/// Checks the settings a lease needs to mean anything: a holder must be able to
 /// renew it in time (`interval` between renewals, each answered within
 /// `timeout`) and still be told `notice` before it ends, beside the clocks'
 /// margin. `Err` says which settings do not fit, in one line.
-pub(crate) fn check(lease: &Lease, interval: Duration, timeout: Duration) -> Result<(), String> {
+pub fn check(lease: &Lease, interval: Duration, timeout: Duration) -> Result<(), String> {
     let needed = interval + timeout + lease.notice + lease.margin();
     if needed > lease.length {
         return Err(format!(
