@@ -12,17 +12,19 @@ pub const LOCK_DB_ENV: &str = "LOCKFILE_DB";
 /// Where the locks are when they are not files.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
-    /// Take locks on this PostgreSQL database instead of lock files:
-    /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME`, as libpq accepts it,
-    /// with libpq's sslmode (disable, prefer: the default, require,
-    /// verify-ca, verify-full) and sslrootcert=CA.pem. A lock's name is then
-    /// its path, under --lock-namespace: the same name is the same lock on
-    /// every machine [env: LOCKFILE_DB].
+    /// Take locks on this PostgreSQL database or etcd cluster instead of
+    /// lock files: `postgres://USER[:PASSWORD]@HOST[:PORT]/DBNAME`, as libpq
+    /// accepts it, with libpq's sslmode (disable, prefer: the default,
+    /// require, verify-ca, verify-full) and sslrootcert=CA.pem; or
+    /// `etcd://[USER[:PASSWORD]@]HOST:PORT[,HOST:PORT...]` (`etcds://` for
+    /// TLS, with ?cacert=CA.pem). A lock's name is then its path, under
+    /// --lock-namespace: the same name is the same lock on every machine
+    /// [env: LOCKFILE_DB].
     #[arg(long, value_name = "URL")]
     lock_db: Option<String>,
 
-    /// With --lock-db: the namespace of the lock names; the same name in two
-    /// namespaces is two locks [default: for `run`, the last component of
+    /// With --lock-db: the namespace of the lock names (on etcd, their key
+    /// prefix: NS/NAME); the same name in two namespaces is two locks [default: for `run`, the last component of
     /// --lock-dir if given (--lock-dir /srv/locks/nightly: `nightly`), so
     /// that lock directories stay apart on the database; else `default`].
     #[arg(long, value_name = "NS")]
@@ -42,7 +44,7 @@ pub struct DbArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     grace: Option<Duration>,
 
-    /// With --lock-db: the most server connections this process opens for
+    /// With --lock-db on PostgreSQL: the most server connections this process opens for
     /// its locks, beside one for reading. Held locks share them (one holds
     /// any number); a wait in the server's queue takes one of its own while
     /// that leaves one for the rest, and otherwise waits by trying again.

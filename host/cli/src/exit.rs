@@ -174,6 +174,26 @@ pub fn db_failure(error: &lockfile_postgres::Error) -> Failure {
     Failure::new(db_error_status(error), anyhow::anyhow!("{error}"))
 }
 
+/// The status for an error of an etcd cluster (`--lock-db etcd://`), as
+/// [`db_error_status`] gives PostgreSQL's.
+pub fn etcd_error_status(error: &lockfile_etcd::Error) -> u8 {
+    use lockfile_etcd::Error as E;
+    match error {
+        E::Lock(error) => lock_error_status(error),
+        E::Name(_)
+        | E::InvalidUrl { .. }
+        | E::InvalidNamespace { .. }
+        | E::InvalidSettings { .. } => USAGE,
+        E::Lost { .. } => LOCK_LOST,
+    }
+}
+
+/// An error of an etcd cluster, with its status; no message shows the URL's
+/// password.
+pub fn etcd_failure(error: &lockfile_etcd::Error) -> Failure {
+    Failure::new(etcd_error_status(error), anyhow::anyhow!("{error}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,12 +1,14 @@
 //! Where the command line's locks live: lock files, or the lock database of
-//! `--lock-db`, each behind [`LockBackend`], so that `exec`, `inspect` and
-//! `run --singleton` each have one body for every backend.
+//! `--lock-db` (PostgreSQL or etcd, by the URL's scheme), each behind
+//! [`LockBackend`], so that `exec`, `inspect` and `run --singleton` each have
+//! one body for every backend.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lockfile_core::{BackendLock, FileBackend, Inspection, LockBackend, block_on};
+use lockfile_etcd::EtcdLocker;
 use lockfile_postgres::PgLocker;
 
 use crate::db::{DbArgs, LeaseSettings};
@@ -25,9 +27,12 @@ impl Locks {
     /// `--lock-db`'s database if one is given (under `namespace`), else lock
     /// files: named by their paths, or beneath `dir`.
     pub fn open(db: &DbArgs, namespace: &str, dir: Option<&Path>) -> Result<Self, Failure> {
-        match db.url() {
-            Some(url) => Self::database(&url, namespace, db.lease(), db.sessions()),
-            None => Ok(Self::files(dir)),
+        let Some(url) = db.url() else {
+            return Ok(Self::files(dir));
+        };
+        match Engine::of(&url)? {
+            Engine::Postgres => Self::database(&url, namespace, db.lease(), db.sessions()),
+            Engine::Etcd => Self::etcd(&url, namespace, db.lease()),
         }
     }
 
@@ -52,17 +57,7 @@ impl Locks {
         lease: LeaseSettings,
         sessions: usize,
     ) -> Result<Self, Failure> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lockfile-db")
-            .enable_all()
-            .build()
-            .map_err(|error| {
-                Failure::new(
-                    exit::SOFTWARE,
-                    anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
-                )
-            })?;
+        let runtime = db_runtime()?;
         // Durable: a fencing token this command hands out (to COMMAND, to a
         // plugin) is on the server's disk before anyone learns it, so none
         // is ever issued twice, whatever the server's clock does after a
@@ -87,6 +82,36 @@ impl Locks {
                     ),
                 ),
                 error => exit::db_failure(&error),
+            })?;
+        Ok(Self {
+            backend: Arc::new(locker),
+            _runtime: Some(runtime),
+        })
+    }
+
+    /// The etcd cluster at `url` (its key prefix `namespace`): 64 for a bad
+    /// URL, namespace or lease, 74 for a cluster that cannot be reached or
+    /// refuses the login, each on one line.
+    pub fn etcd(url: &str, namespace: &str, lease: LeaseSettings) -> Result<Self, Failure> {
+        let runtime = db_runtime()?;
+        let locker = runtime
+            .block_on(
+                EtcdLocker::builder(url)
+                    .namespace(namespace)
+                    .heartbeat(lease.heartbeat, lease.answer_within)
+                    .lease(lease.lease, lease.grace)
+                    .connect(),
+            )
+            .map_err(|error| match error {
+                lockfile_etcd::Error::InvalidSettings { reason } => Failure::new(
+                    exit::USAGE,
+                    anyhow::anyhow!(
+                        "--lease {} with --grace {}: {reason}",
+                        humantime::format_duration(lease.lease),
+                        humantime::format_duration(lease.grace)
+                    ),
+                ),
+                error => exit::etcd_failure(&error),
             })?;
         Ok(Self {
             backend: Arc::new(locker),
@@ -128,6 +153,49 @@ impl Locks {
     pub fn release(&self, lock: Box<dyn BackendLock>) -> Result<(), lockfile_core::Error> {
         block_on(lock.release())
     }
+}
+
+/// Which lock server a `--lock-db` URL names, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    Postgres,
+    Etcd,
+}
+
+impl Engine {
+    /// 64 for a scheme that names neither.
+    fn of(url: &str) -> Result<Self, Failure> {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "postgres" | "postgresql" => Ok(Engine::Postgres),
+            "etcd" | "etcds" => Ok(Engine::Etcd),
+            _ => Err(Failure::new(
+                exit::USAGE,
+                anyhow::anyhow!(
+                    "--lock-db '{}': expected a postgres:// (or postgresql://) URL for PostgreSQL, or etcd:// (etcds:// for TLS) for etcd",
+                    // Any scheme's user:password@ is cut to user@.
+                    lockfile_etcd::redact_url(url)
+                ),
+            )),
+        }
+    }
+}
+
+/// The runtime a lock server's sessions live on: one worker thread of its
+/// own, so that held locks are checked (renewals, loss) whatever the main
+/// thread does.
+fn db_runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("lockfile-db")
+        .enable_all()
+        .build()
+        .map_err(|error| {
+            Failure::new(
+                exit::SOFTWARE,
+                anyhow::anyhow!("couldn't start the lock database's runtime: {error}"),
+            )
+        })
 }
 
 /// `path` as the name of a lock where `db` says locks live: UTF-8, and on a

@@ -1,7 +1,8 @@
 //! Every command on every backend, from one table of cases: each case runs on
-//! lock files and on the lock database (the real PostgreSQL server of
-//! `LOCKFILE_TEST_DB`, `eval "$(scripts/postgres start)"`), and a backend
-//! added to [`backends`] runs them all.
+//! lock files and on each lock server (the real PostgreSQL server of
+//! `LOCKFILE_TEST_DB`, `eval "$(scripts/postgres start)"`, and the real etcd
+//! member of `LOCKFILE_TEST_ETCD`, `eval "$(scripts/etcd start)"`), and a
+//! backend added to [`backends`] runs them all.
 //!
 //! The holders are `lockfile` processes: a case nests one `lockfile` in the
 //! command of another, so the outer one holds the lock while the inner one
@@ -28,17 +29,25 @@ enum Backend {
     Database {
         url: String,
         namespace: String,
+        /// How `inspect` tells the holder apart: `backend pid `, `etcd lease `.
+        holder_kind: &'static str,
+        /// The server, in a failure's message.
+        which: &'static str,
     },
+}
+
+/// The URL in the environment variable `var`, which `script` prints.
+fn server(var: &str, script: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!(
+            "{var} is not set: run `eval \"$({script} start)\"` first, which starts a \
+             throwaway server and prints the variables the tests need"
+        )
+    })
 }
 
 /// Every backend, each fresh for `case`.
 fn backends(case: &str) -> Vec<Backend> {
-    let url = std::env::var("LOCKFILE_TEST_DB").unwrap_or_else(|_| {
-        panic!(
-            "LOCKFILE_TEST_DB is not set: run `eval \"$(scripts/postgres start)\"` first, which \
-             starts a throwaway PostgreSQL server and prints the variables the tests need"
-        )
-    });
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -48,8 +57,16 @@ fn backends(case: &str) -> Vec<Backend> {
             locks: tempfile::tempdir().unwrap(),
         },
         Backend::Database {
-            url,
+            url: server("LOCKFILE_TEST_DB", "scripts/postgres"),
             namespace: format!("backends-{case}-{}-{nanos}", std::process::id()),
+            holder_kind: "backend pid ",
+            which: "PostgreSQL",
+        },
+        Backend::Database {
+            url: server("LOCKFILE_TEST_ETCD", "scripts/etcd"),
+            namespace: format!("backends-{case}-{}-{nanos}", std::process::id()),
+            holder_kind: "etcd lease ",
+            which: "etcd",
         },
     ]
 }
@@ -59,7 +76,7 @@ impl Backend {
     fn args(&self) -> Vec<String> {
         match self {
             Backend::Files { .. } => Vec::new(),
-            Backend::Database { url, namespace } => vec![
+            Backend::Database { url, namespace, .. } => vec![
                 "--lock-db".into(),
                 url.clone(),
                 "--lock-namespace".into(),
@@ -82,7 +99,7 @@ impl Backend {
     fn holder_kind(&self) -> &'static str {
         match self {
             Backend::Files { .. } => "pid ",
-            Backend::Database { .. } => "backend pid ",
+            Backend::Database { holder_kind, .. } => holder_kind,
         }
     }
 
@@ -140,7 +157,7 @@ fn on_every_backend(name: &str, case: impl Fn(&Backend)) {
     for backend in backends(name) {
         let which = match &backend {
             Backend::Files { .. } => "lock files",
-            Backend::Database { .. } => "the lock database",
+            Backend::Database { which, .. } => which,
         };
         if let Err(panic) =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(&backend)))
