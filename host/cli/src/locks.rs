@@ -169,14 +169,21 @@ impl Engine {
         match scheme {
             "postgres" | "postgresql" => Ok(Engine::Postgres),
             "etcd" | "etcds" => Ok(Engine::Etcd),
-            _ => Err(Failure::new(
-                exit::USAGE,
-                anyhow::anyhow!(
-                    "--lock-db '{}': expected a postgres:// (or postgresql://) URL for PostgreSQL, or etcd:// (etcds:// for TLS) for etcd",
-                    // Any scheme's user:password@ is cut to user@.
-                    lockfile_etcd::redact_url(url)
-                ),
-            )),
+            _ => {
+                // Shown without its password; a string that is no URL at
+                // all (key=value pairs) may hold one anywhere: not shown.
+                let shown = if url.contains("://") {
+                    format!(" '{}'", lockfile_etcd::redact_url(url))
+                } else {
+                    String::new()
+                };
+                Err(Failure::new(
+                    exit::USAGE,
+                    anyhow::anyhow!(
+                        "invalid lock database URL{shown}: expected a postgres:// (or postgresql://) URL for PostgreSQL, or etcd:// (etcds:// for TLS) for etcd"
+                    ),
+                ))
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 //! The mounts need root (CAP_SYS_ADMIN); where mounting is refused those tests
 //! say why on stderr and pass without checking anything.
 
+#[allow(dead_code)]
 mod common;
 
 use std::ffi::CString;

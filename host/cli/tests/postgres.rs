@@ -172,22 +172,6 @@ fn command_gets_the_fencing_token_in_its_environment() {
     assert_eq!(stdout(&out), "unset\n");
 }
 
-/// A COMMAND that leaves processes behind: one in the background of its
-/// `sh`, one a daemon of its own session (setsid), their pids in `bg.pid`
-/// and `daemon.pid`; `ready` once both run; then `then` (sh).
-fn leaving_children(dir: &Path, then: &str) -> [String; 3] {
-    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
-    let script = format!(
-        "sleep 300 & echo $! > {bg}; \
-         setsid sh -c 'echo $$ > {daemon}; exec sleep 300' & \
-         while [ ! -s {daemon} ]; do sleep 0.01; done; touch {ready}; {then}",
-        bg = file("bg.pid"),
-        daemon = file("daemon.pid"),
-        ready = file("ready"),
-    );
-    ["sh".into(), "-c".into(), script]
-}
-
 /// With a database lock, what COMMAND started never outlives the lock:
 /// what it leaves running ends before the lock is released, daemons
 /// included (this process is their reaper).
@@ -195,7 +179,7 @@ fn leaving_children(dir: &Path, then: &str) -> [String; 3] {
 fn exec_ends_what_the_command_left_running_before_releasing() {
     let ns = namespace("leftovers");
     let dir = tempdir();
-    let command = leaving_children(dir.path(), "exit 3");
+    let command = common::leaving_children(dir.path(), "exit 3");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let out = output(exec(&ns, &[], "job.lock", &command));
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
@@ -213,7 +197,7 @@ fn exec_ends_what_the_command_left_running_before_releasing() {
 fn a_lost_lock_ends_the_command_and_all_it_started() {
     let ns = namespace("lost-tree");
     let dir = tempdir();
-    let command = leaving_children(dir.path(), "wait");
+    let command = common::leaving_children(dir.path(), "wait");
     let command: Vec<&str> = command.iter().map(String::as_str).collect();
     let mut reaper = Reaper::default();
     let holder = reaper.spawn(&mut exec(&ns, &[], "job.lock", &command));
@@ -352,55 +336,7 @@ fn a_grace_that_does_not_fit_in_the_lease_is_refused() {
 
 #[test]
 fn eight_processes_times_25_increments_give_200() {
-    let ns = namespace("counter");
-    let dir = tempdir();
-    let counter = dir.path().join("counter");
-    std::fs::write(&counter, "0\n").unwrap();
-    let lockfile = env!("CARGO_BIN_EXE_lockfile");
-    let increment = format!(
-        "for i in $(seq 25); do \
-           '{lockfile}' exec --lock-db \"$DB\" --lock-namespace '{ns}' --wait 60s counter.lock -- \
-             sh -c 'n=$(cat \"$0\"); echo $((n + 1)) > \"$0\"' '{}' || exit 1; \
-         done",
-        counter.display()
-    );
-    let mut reaper = Reaper::default();
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            reaper.spawn(
-                Command::new("sh")
-                    .args(["-c", &increment])
-                    .env("DB", db_url())
-                    .env_remove("LOCKFILE_DB"),
-            )
-        })
-        .collect();
-    for worker in workers {
-        let done = reaper.finish(worker, Duration::from_secs(120));
-        assert!(done.status.success(), "{done:?}");
-    }
-    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "200\n");
-}
-
-/// Runs `lockfile exec --lock-db URL` for a command that would leave a
-/// marker, and checks: the status, one line on stderr that does not show the
-/// password, and the command never ran.
-fn refused(url: &str, status: i32, says: &str) {
-    let dir = tempdir();
-    let marker = dir.path().join("ran");
-    let out = output(
-        common::lockfile()
-            .env_remove("LOCKFILE_DB")
-            .args(["exec", "--lock-db", url, "x.lock", "--", "touch"])
-            .arg(&marker),
-    );
-    let message = stderr(&out);
-    assert_eq!(out.status.code(), Some(status), "{url}: {message}");
-    assert_eq!(message.matches('\n').count(), 1, "{url}: {message:?}");
-    assert!(message.starts_with("lockfile: "), "{message}");
-    assert!(message.contains(says), "{url}: {message}");
-    assert!(!message.contains("s3cret"), "{message}");
-    assert!(!marker.exists(), "{url}: the command ran");
+    common::eight_times_25_increments(&db_url(), &namespace("counter"));
 }
 
 #[test]
@@ -416,32 +352,32 @@ fn bad_urls_exit_64_and_unreachable_databases_74_in_one_line_without_running() {
         .unwrap()
         .port();
 
-    refused(
+    common::refused(
         "mysql://u:s3cret@localhost/db",
         64,
         "invalid lock database URL",
     );
-    refused(
+    common::refused(
         "host=localhost password=s3cret",
         64,
         "invalid lock database URL",
     );
-    refused(
+    common::refused(
         "postgres://u:s3cret@localhost:notaport/db",
         64,
         "invalid lock database URL",
     );
-    refused(
+    common::refused(
         &format!("postgres://u:s3cret@127.0.0.1:{closed}/db"),
         74,
         "Connection refused",
     );
-    refused(
+    common::refused(
         &format!("postgres://{user}:s3cret@{host}/{dbname}"),
         74,
         "password authentication failed",
     );
-    refused(
+    common::refused(
         &format!("{base}/no_such_database_here"),
         74,
         "does not exist",
@@ -472,7 +408,7 @@ fn exec_verifies_the_servers_certificate_and_refuses_a_wrong_root() {
         env!("CARGO_MANIFEST_DIR"),
         "/../postgres-tests/tests/data/other-ca.crt"
     );
-    refused(
+    common::refused(
         &format!("{by_name}?sslmode=verify-full&sslrootcert={other}"),
         74,
         &format!(

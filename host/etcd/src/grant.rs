@@ -147,7 +147,8 @@ impl Grant {
         if self.lost.borrow().is_some() {
             return;
         }
-        log::warn!("etcd lease {:x} lost: {reason}", self.id);
+        // The holder says it, once, with the lock's name (a lost lock's error).
+        log::info!("etcd lease {:x} lost: {reason}", self.id);
         self.lost.send_replace(Some(reason.to_owned()));
         for lock in held.values() {
             lock.lost.send_if_modified(|lost| {
@@ -171,7 +172,6 @@ impl Grant {
     /// Says that the lock of `key` is lost: its key is gone.
     fn lose_one(&self, key: &[u8], reason: &str) {
         if let Some(held) = self.held.lock().unwrap().get(key) {
-            log::warn!("{reason}");
             held.lost.send_replace(Some(reason.to_owned()));
         }
     }

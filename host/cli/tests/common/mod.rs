@@ -298,3 +298,73 @@ pub fn signal(pid: libc::pid_t, signal: libc::c_int) {
         io::Error::last_os_error()
     );
 }
+
+/// Eight processes that each take the lock on `url` (under `ns`) 25 times
+/// with `lockfile exec --wait` and increment a counter in a file under it:
+/// 200 at the end, or an increment was lost to two holders at once.
+pub fn eight_times_25_increments(url: &str, ns: &str) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let counter = dir.path().join("counter");
+    std::fs::write(&counter, "0\n").unwrap();
+    let lockfile = env!("CARGO_BIN_EXE_lockfile");
+    let increment = format!(
+        "for i in $(seq 25); do \
+           '{lockfile}' exec --lock-db \"$DB\" --lock-namespace '{ns}' --wait 60s counter.lock -- \
+             sh -c 'n=$(cat \"$0\"); echo $((n + 1)) > \"$0\"' '{}' || exit 1; \
+         done",
+        counter.display()
+    );
+    let mut reaper = Reaper::default();
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            reaper.spawn(
+                Command::new("sh")
+                    .args(["-c", &increment])
+                    .env("DB", url)
+                    .env_remove("LOCKFILE_DB"),
+            )
+        })
+        .collect();
+    for worker in workers {
+        let done = reaper.finish(worker, Duration::from_secs(120));
+        assert!(done.status.success(), "{done:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&counter).unwrap(), "200\n");
+}
+
+/// Runs `lockfile exec --lock-db URL` for a command that would leave a
+/// marker, and checks: the status, one line on stderr that does not show the
+/// password, and the command never ran.
+pub fn refused(url: &str, status: i32, says: &str) {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let marker = dir.path().join("ran");
+    let out = output(
+        lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args(["exec", "--lock-db", url, "x.lock", "--", "touch"])
+            .arg(&marker),
+    );
+    let message = stderr(&out);
+    assert_eq!(out.status.code(), Some(status), "{url}: {message}");
+    assert_eq!(message.matches('\n').count(), 1, "{url}: {message:?}");
+    assert!(message.starts_with("lockfile: "), "{message}");
+    assert!(message.contains(says), "{url}: {message}");
+    assert!(!message.contains("s3cret"), "{message}");
+    assert!(!marker.exists(), "{url}: the command ran");
+}
+
+/// A COMMAND that leaves processes behind: one in the background of its
+/// `sh`, one a daemon of its own session (setsid), their pids in `bg.pid`
+/// and `daemon.pid`; `ready` once both run; then `then` (sh).
+pub fn leaving_children(dir: &Path, then: &str) -> [String; 3] {
+    let file = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    let script = format!(
+        "sleep 300 & echo $! > {bg}; \
+         setsid sh -c 'echo $$ > {daemon}; exec sleep 300' & \
+         while [ ! -s {daemon} ]; do sleep 0.01; done; touch {ready}; {then}",
+        bg = file("bg.pid"),
+        daemon = file("daemon.pid"),
+        ready = file("ready"),
+    );
+    ["sh".into(), "-c".into(), script]
+}
