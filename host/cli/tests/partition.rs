@@ -9,10 +9,13 @@
 //! The same for a holder whose session the server ends
 //! (`pg_terminate_backend`, which is a SIGTERM to its server process) and a
 //! server restart, and for a plugin holding the lock under `lockfile run`.
+//! On etcd (`scripts/etcd start`): the partition, and the death of the
+//! leader of a cluster of three that the holder alone reached.
 //!
 //! Needs root and the far machine (`LOCKFILE_TEST_FAR_*`, which
-//! `scripts/postgres start` prints when it could make it); without them the
-//! trials say why and check nothing, except under CI=true, where they fail.
+//! `scripts/postgres start` and `scripts/etcd start` print when they could
+//! make it); without them the trials say why and check nothing, except under
+//! CI=true, where they fail.
 //! Its own binary, its tests one at a time: the link it takes down is the
 //! far machine's only one, and a restart cuts every session.
 
@@ -94,8 +97,16 @@ impl OnSigterm {
 struct Far {
     ns: String,
     link: String,
-    far_db: String,
-    near_db: String,
+    postgres: Server,
+    etcd: Server,
+}
+
+/// A lock server as the holder reaches it (from the far machine, except
+/// where the trial says) and as the contender does.
+#[derive(Clone)]
+struct Server {
+    far: String,
+    near: String,
 }
 
 /// The far machine, or why there is none (a panic under CI=true).
@@ -105,12 +116,18 @@ fn far() -> Option<Far> {
         Some(Far {
             ns: var("LOCKFILE_TEST_FAR_NS")?,
             link: var("LOCKFILE_TEST_FAR_LINK")?,
-            far_db: var("LOCKFILE_TEST_FAR_DB")?,
-            near_db: var("LOCKFILE_TEST_DB")?,
+            postgres: Server {
+                far: var("LOCKFILE_TEST_FAR_DB")?,
+                near: var("LOCKFILE_TEST_DB")?,
+            },
+            etcd: Server {
+                far: var("LOCKFILE_TEST_FAR_ETCD")?,
+                near: var("LOCKFILE_TEST_ETCD")?,
+            },
         })
     })();
     if found.is_none() {
-        let why = "no far machine: run `eval \"$(scripts/postgres start)\"` as root on Linux, which makes it and prints LOCKFILE_TEST_FAR_*";
+        let why = "no far machine: run `eval \"$(scripts/postgres start)\"; eval \"$(scripts/etcd start)\"` as root on Linux, which make it and print LOCKFILE_TEST_FAR_*";
         assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
         eprintln!("skipped: {why}");
     }
@@ -127,13 +144,13 @@ fn link(far: &Far, state: &str) {
 
 /// Waits until the server answers from the far machine: a link just brought
 /// back up takes a moment (the neighbour entry failed while it was down).
-fn reachable(far: &Far) {
-    let address = far
-        .far_db
-        .split('@')
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .unwrap();
+fn reachable(far: &Far, server: &Server) {
+    // scheme://[user@]host:port[/db]
+    let after_scheme = server.far.split_once("://").unwrap().1;
+    let after_user = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    let address = after_user.split(['/', '?', ',']).next().unwrap();
     let (host, port) = address.rsplit_once(':').unwrap();
     let probe = format!("exec 3<>/dev/tcp/{host}/{port}");
     let start = Instant::now();
@@ -214,12 +231,13 @@ enum Holder {
 fn holder(
     settings: &Settings,
     far: &Far,
+    server: &Server,
     ns: &str,
     dir: &Path,
     what: Holder,
     far_side: bool,
 ) -> Child {
-    let db = if far_side { &far.far_db } else { &far.near_db };
+    let db = &server.far;
     let command = match what {
         Holder::Exec(on_sigterm) => lockfile_exec(
             settings,
@@ -274,6 +292,17 @@ enum Cut {
     /// The server restarts (`scripts/postgres restart`, fast mode: every
     /// session is cut); the contender comes after it.
     Restart,
+    /// The leader of etcd's cluster of three, the one member the holder
+    /// reaches (on this machine), is killed (`scripts/etcd kill-leader`);
+    /// the contender reaches the other two.
+    LeaderKill,
+}
+
+impl Cut {
+    /// Whether the holder runs on the far machine.
+    fn far_side(self) -> bool {
+        matches!(self, Cut::Partition)
+    }
 }
 
 struct Outcome {
@@ -281,10 +310,10 @@ struct Outcome {
     margin_ms: i128,
 }
 
-fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
+fn trial(settings: &Settings, far: &Far, server: &Server, what: Holder, cut: Cut) -> Outcome {
     let _reconnect = matches!(cut, Cut::Partition).then(|| {
         link(far, "up");
-        reachable(far);
+        reachable(far, server);
         Reconnect(far)
     });
     let ns = format!("partition-{}-{:?}-{:?}", std::process::id(), what, cut);
@@ -293,10 +322,11 @@ fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
     let mut old = holder(
         settings,
         far,
+        server,
         &ns,
         old_dir.path(),
         what,
-        matches!(cut, Cut::Partition),
+        cut.far_side(),
     );
     let start = Instant::now();
     while last_life(old_dir.path()).is_none() {
@@ -315,7 +345,7 @@ fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
     let contender = || {
         lockfile_exec(
             settings,
-            &far.near_db,
+            &server.near,
             &ns,
             new_dir.path(),
             &["--wait", "60s"],
@@ -331,12 +361,13 @@ fn trial(settings: &Settings, far: &Far, what: Holder, cut: Cut) -> Outcome {
     let cut_at = now_ns();
     match cut {
         Cut::Partition => link(far, "down"),
-        Cut::Terminate => terminate_holder_session(far, &ns),
+        Cut::Terminate => terminate_holder_session(server, &ns),
         Cut::Restart => {
             let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres");
             let restarted = Command::new(script).arg("restart").status().unwrap();
             assert!(restarted.success(), "scripts/postgres restart");
         }
+        Cut::LeaderKill => etcd_script("kill-leader"),
     }
     let mut new = early.unwrap_or_else(contender);
     let new_status = wait_for(&mut new, Duration::from_secs(60), "the contender");
@@ -403,10 +434,10 @@ fn wait_for(child: &mut Child, limit: Duration, what: &str) -> std::process::Exi
 }
 
 /// Ends the holder's session on the server, as `pg_terminate_backend` does.
-fn terminate_holder_session(far: &Far, ns: &str) {
+fn terminate_holder_session(server: &Server, ns: &str) {
     let output = common::lockfile()
         .env_remove("LOCKFILE_DB")
-        .args(["inspect", "--lock-db", &far.near_db, "--lock-namespace", ns])
+        .args(["inspect", "--lock-db", &server.near, "--lock-namespace", ns])
         .arg("job.lock")
         .output()
         .unwrap();
@@ -423,11 +454,30 @@ fn terminate_holder_session(far: &Far, ns: &str) {
 /// Every kind of holder, `rounds` times each; prints the worst margin (the
 /// new command's start less the old one's last sign of life: negative would
 /// be an overlap) and the takeover's p50 / p99 / worst.
-fn trials(settings: &Settings, far: &Far, kinds: &[Holder], cut: Cut) {
+fn trials(settings: &Settings, far: &Far, server: &Server, kinds: &[Holder], cut: Cut) {
     let mut outcomes = Vec::new();
     for _ in 0..settings.rounds {
         for &what in kinds {
-            outcomes.push(trial(settings, far, what, cut));
+            if matches!(cut, Cut::LeaderKill) {
+                // The member killed last time back, and the leader's the
+                // holder's only endpoint.
+                etcd_script("start");
+                let leader = etcd_output("leader");
+                let leader = leader.split_whitespace().nth(1).unwrap().to_owned();
+                let cluster = std::env::var("LOCKFILE_TEST_ETCD_CLUSTER").unwrap();
+                let others: Vec<&str> = cluster
+                    .trim_start_matches("etcd://")
+                    .split(',')
+                    .filter(|member| *member != leader)
+                    .collect();
+                let server = Server {
+                    far: format!("etcd://{leader}"),
+                    near: format!("etcd://{}", others.join(",")),
+                };
+                outcomes.push(trial(settings, far, &server, what, cut));
+            } else {
+                outcomes.push(trial(settings, far, server, what, cut));
+            }
             if settings.rounds > 1 {
                 eprintln!(
                     "{cut:?}: trial {} of {}",
@@ -464,7 +514,13 @@ fn a_partitioned_holder_has_stopped_before_the_next_starts() {
         Holder::Exec(OnSigterm::Ignores),
         Holder::Plugin,
     ];
-    trials(&Settings::from_env(), &far, &kinds, Cut::Partition);
+    trials(
+        &Settings::from_env(),
+        &far,
+        &far.postgres,
+        &kinds,
+        Cut::Partition,
+    );
 }
 
 #[test]
@@ -476,7 +532,13 @@ fn a_holder_whose_session_the_server_ends_has_stopped_before_the_next_starts() {
         Holder::Exec(OnSigterm::Ignores),
         Holder::Plugin,
     ];
-    trials(&Settings::from_env(), &far, &kinds, Cut::Terminate);
+    trials(
+        &Settings::from_env(),
+        &far,
+        &far.postgres,
+        &kinds,
+        Cut::Terminate,
+    );
 }
 
 /// A server restart cuts the holder's session: it is stopped at once, and
@@ -487,5 +549,75 @@ fn after_a_server_restart_the_next_holder_waits_out_the_old_lease() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(far) = far() else { return };
     let kinds = [Holder::Exec(OnSigterm::Ignores), Holder::Plugin];
-    trials(&Settings::from_env(), &far, &kinds, Cut::Restart);
+    trials(
+        &Settings::from_env(),
+        &far,
+        &far.postgres,
+        &kinds,
+        Cut::Restart,
+    );
+}
+
+#[test]
+fn an_etcd_holder_cut_off_by_a_partition_has_stopped_before_the_next_starts() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(far) = far() else { return };
+    let kinds = [
+        Holder::Exec(OnSigterm::Ends),
+        Holder::Exec(OnSigterm::TakesNearlyTheGrace),
+        Holder::Exec(OnSigterm::Ignores),
+        Holder::Plugin,
+    ];
+    trials(
+        &Settings::from_env(),
+        &far,
+        &far.etcd,
+        &kinds,
+        Cut::Partition,
+    );
+}
+
+/// The holder reaches only the leader of a cluster of three, which dies: the
+/// holder cannot renew its lease, and is stopped by its own clock; the
+/// cluster elects another leader (which extends every lease by its election
+/// timeout), ends the old lease, and the contender, on the other two
+/// members, gets the lock.
+#[test]
+fn after_the_etcd_leader_dies_the_holder_that_reached_only_it_has_stopped_before_the_next_starts() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(far) = far() else { return };
+    assert!(
+        std::env::var("LOCKFILE_TEST_ETCD_CLUSTER").is_ok(),
+        "no LOCKFILE_TEST_ETCD_CLUSTER: run `eval \"$(scripts/etcd start)\"`"
+    );
+    let kinds = [Holder::Exec(OnSigterm::Ignores), Holder::Plugin];
+    trials(
+        &Settings::from_env(),
+        &far,
+        &far.etcd,
+        &kinds,
+        Cut::LeaderKill,
+    );
+    etcd_script("start");
+}
+
+fn etcd_script(command: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/etcd");
+    let out = Command::new(script)
+        .arg(command)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(out.success(), "scripts/etcd {command}");
+}
+
+fn etcd_output(command: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/etcd");
+    let out = Command::new(script).arg(command).output().unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/etcd {command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }

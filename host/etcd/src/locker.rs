@@ -275,7 +275,18 @@ impl EtcdLocker {
         };
         let until = started + wait;
         let turn = tokio::select! {
-            turn = wait_for_turn(self, name, &keys, created) => Some(turn),
+            taken = async {
+                wait_for_turn(self, name, &keys, created).await;
+                // First in the queue: record, if the key is still there.
+                let take = Txn::new()
+                    .when([Compare::create_revision(
+                        queued.entry.clone().expect("queued"),
+                        CompareOp::Equal,
+                        created,
+                    )])
+                    .and_then([record(&keys, content.as_deref())]);
+                self.txn_retried(name, take).await
+            } => Some(Ok(taken)),
             () = tokio::time::sleep_until(until.into()) => None,
             reason = grant.lost() => Some(Err(Error::Lost { name: name.to_owned(), reason })),
         };
@@ -290,17 +301,8 @@ impl EtcdLocker {
                 .into())
             }
             Some(Err(error)) => Err(error),
-            Some(Ok(())) => {
+            Some(Ok(taken)) => {
                 let entry = queued.entry.clone().expect("queued");
-                // First in the queue: record, if the key is still there.
-                let take = Txn::new()
-                    .when([Compare::create_revision(
-                        entry.clone(),
-                        CompareOp::Equal,
-                        created,
-                    )])
-                    .and_then([record(&keys, content.as_deref())]);
-                let taken = self.txn("lock", name, take).await?;
                 if !taken.succeeded() {
                     return Err(Error::Lost {
                         name: name.to_owned(),
@@ -386,6 +388,22 @@ impl EtcdLocker {
                 &self.inner.url.shown,
                 limit,
             )),
+        }
+    }
+
+    /// Runs `txn` on `name` until the cluster answers: for a waiter, whose
+    /// caller bounds the time.
+    async fn txn_retried(&self, name: &str, txn: Txn) -> TxnResponse {
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.txn("lock", name, txn.clone()).await {
+                Ok(answer) => return answer,
+                Err(error) => {
+                    log::info!("taking '{name}': {error}; trying again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+            }
         }
     }
 
