@@ -1,7 +1,8 @@
 //! Plugins written in Python (componentize-py), JavaScript (componentize-js),
 //! C (`wit-bindgen c`, clang and wasm-tools) and Go (`wit-bindgen go`,
 //! mainline Go and wasm-tools) from the same WIT, under `lockfile run`, against a Rust plugin and the real
-//! zc.lockfile: mutual exclusion both ways and the same bytes.
+//! zc.lockfile: mutual exclusion both ways and the same bytes; and, unchanged,
+//! through etcd (Python, JavaScript and Rust).
 //!
 //! Each plugin is built once per test process by its own build script, which
 //! installs its pinned tool the first time, then compiled once into a shared
@@ -90,11 +91,26 @@ fn go_plugin() -> &'static Path {
 }
 
 fn lockfile_run(lock_dir: &Path, name: &str, plugin: &Path, args: &[&str]) -> Command {
+    lockfile_run_with(
+        &["--lock-dir".as_ref(), lock_dir.as_os_str()],
+        name,
+        plugin,
+        args,
+    )
+}
+
+/// `lockfile run OPTIONS --name NAME PLUGIN ARGS`, with the shared cache.
+fn lockfile_run_with(
+    options: &[&std::ffi::OsStr],
+    name: &str,
+    plugin: &Path,
+    args: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lockfile"));
     command
+        .env_remove("LOCKFILE_DB")
         .arg("run")
-        .arg("--lock-dir")
-        .arg(lock_dir)
+        .args(options)
         .arg("--cache-dir")
         .arg(cache_dir())
         .args(["--name", name])
@@ -316,6 +332,111 @@ fn exits_with_the_status_it_asks_for(language: &str, plugin: &Path) {
     );
     lockfile_core::LockFile::lock(dir.path().join("job.lock"))
         .expect("released when the plugin exited");
+}
+
+/// Unchanged plugins exclude each other through etcd (`LOCKFILE_TEST_ETCD`,
+/// `eval "$(scripts/etcd start)"`), as through a lock directory: `language`'s
+/// holds while a Rust plugin and another `language` one are refused, then
+/// the Rust one holds while `language`'s is refused.
+fn excludes_and_is_excluded_through_etcd(language: &str, plugin: &Path) {
+    let url = std::env::var("LOCKFILE_TEST_ETCD").unwrap_or_else(|_| {
+        panic!("LOCKFILE_TEST_ETCD is not set: run `eval \"$(scripts/etcd start)\"` first")
+    });
+    let ns = format!(
+        "languages-{language}-{}-{:?}",
+        std::process::id(),
+        Instant::now()
+    );
+    let on_etcd = [
+        "--lock-db".as_ref(),
+        url.as_ref(),
+        "--lock-namespace".as_ref(),
+        std::ffi::OsStr::new(&ns),
+        // A holder ended by SIGKILL keeps the lock until its lease ends.
+        "--lease".as_ref(),
+        "3s".as_ref(),
+    ];
+    let run_on_etcd =
+        |name: &str, plugin: &Path, args: &[&str]| lockfile_run_with(&on_etcd, name, plugin, args);
+    let holding = |content: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_lockfile"))
+            .env_remove("LOCKFILE_DB")
+            .args([
+                "inspect",
+                "--lock-db",
+                &url,
+                "--lock-namespace",
+                &ns,
+                "job.lock",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("content: {content}\nlocked: yes"))
+    };
+    // Rust's lockctl sleeps where the other languages' test plugin holds;
+    // each waits for the last holder's lease to end.
+    let hold = |name: &str, plugin: &Path, sleep: &str| {
+        let child = run_on_etcd(
+            name,
+            plugin,
+            &["lock", "job.lock", "{plugin}", "20000", sleep, "60000"],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        let held = Holder(child);
+        let start = Instant::now();
+        while !holding(name) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{name} never held job.lock on etcd"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        held
+    };
+    {
+        let _held = hold(language, plugin, "hold");
+        let rust = run_on_etcd(
+            "rust",
+            Path::new(LOCKCTL_COMPONENT),
+            &["lock", "job.lock", "{pid}", "0"],
+        )
+        .output()
+        .unwrap();
+        assert_eq!(
+            stdout(&rust),
+            format!("error Couldn't lock 'job.lock': held by {language}\n")
+        );
+        let twin = run_on_etcd("twin", plugin, &["lock", "job.lock", "{pid}", "0"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&twin),
+            format!("error Couldn't lock 'job.lock': held by {language}\n")
+        );
+    }
+    {
+        let _held = hold("rust", Path::new(LOCKCTL_COMPONENT), "sleep");
+        let theirs = run_on_etcd(language, plugin, &["lock", "job.lock", "{pid}", "30"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            stdout(&theirs),
+            "error Couldn't lock 'job.lock' within 30ms: held by rust\n"
+        );
+    }
+}
+
+#[test]
+fn python_plugin_excludes_and_is_excluded_through_etcd() {
+    excludes_and_is_excluded_through_etcd("python", python_plugin());
+}
+
+#[test]
+fn javascript_plugin_excludes_and_is_excluded_through_etcd() {
+    excludes_and_is_excluded_through_etcd("javascript", javascript_plugin());
 }
 
 #[test]
