@@ -8,6 +8,9 @@ mod zc_python;
 #[path = "compare/pg.rs"]
 mod pg;
 
+#[path = "compare/etcd.rs"]
+mod etcd;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -82,15 +85,23 @@ fn main() -> Result<()> {
         pipe_reader();
         return Ok(());
     }
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, probe, url, ns] = &args[..]
+        && probe == etcd::PROBE
+    {
+        return etcd::probe(url, ns);
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let n = if quick { QUICK } else { FULL };
     let dir = tempfile::tempdir()?;
     let mut rows = Vec::new();
     println!("measuring ({})", if quick { "quick" } else { "full" });
 
-    // `--only-postgres`: the lock database's rows alone, for an A/B of
-    // lockfile-postgres that need not wait for the rest.
-    if !std::env::args().any(|a| a == "--only-postgres") {
+    // `--only-postgres` / `--only-etcd`: one lock server's rows alone, for
+    // an A/B that need not wait for the rest.
+    let only_postgres = std::env::args().any(|a| a == "--only-postgres");
+    let only_etcd = std::env::args().any(|a| a == "--only-etcd");
+    if !only_postgres && !only_etcd {
         cycles(&n, dir.path(), &mut rows)?;
         let pre = starts(&n, dir.path(), &mut rows)?;
         wait_handovers(&n, dir.path(), quick, &mut rows)?;
@@ -98,7 +109,12 @@ fn main() -> Result<()> {
         race(&n, dir.path(), &mut rows);
         instances(&n, &pre, &mut rows)?;
     }
-    pg::measure(&mut rows, if quick { &pg::QUICK } else { &pg::FULL });
+    if !only_etcd {
+        pg::measure(&mut rows, if quick { &pg::QUICK } else { &pg::FULL });
+    }
+    if !only_postgres {
+        etcd::measure(&mut rows, if quick { &etcd::QUICK } else { &etcd::FULL });
+    }
 
     if quick {
         // Tiny counts from a debug build say only that every measure runs:

@@ -538,3 +538,31 @@ fn content_of(kv: &KeyValue) -> Option<String> {
 fn record_of(answer: &TxnResponse) -> Option<String> {
     kv_of(answer.op_responses().first()).and_then(|kv| content_of(&kv))
 }
+
+#[cfg(feature = "testing")]
+impl EtcdLocker {
+    /// `count` cycles of etcd's own lock service (`Lock` on a lease granted
+    /// once, then `Unlock`) on this locker's client and channel: the floor
+    /// the benchmarks hold an acquire + release against.
+    pub async fn bare_cycles(&self, name: &str, count: u32) -> Result<Duration, Error> {
+        let failed = |error| Error::etcd("lock", name, &self.inner.url.shown, error);
+        let mut client = self.inner.client.clone();
+        let lease = client
+            .lease_grant(self.inner.timing.ttl(), None)
+            .await
+            .map_err(failed)?
+            .id();
+        let options = etcd_client::LockOptions::new().with_lease(lease);
+        let start = Instant::now();
+        for _ in 0..count {
+            let locked = client
+                .lock(name, Some(options.clone()))
+                .await
+                .map_err(failed)?;
+            client.unlock(locked.key()).await.map_err(failed)?;
+        }
+        let took = start.elapsed();
+        client.lease_revoke(lease).await.map_err(failed)?;
+        Ok(took)
+    }
+}
