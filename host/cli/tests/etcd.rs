@@ -280,3 +280,48 @@ fn a_grace_that_does_not_fit_in_the_lease_is_refused() {
         stderr(&out)
     );
 }
+
+/// TLS (`etcds://`), the member's certificate checked against the test CA
+/// (`cacert=`): the command runs; against a root that signed nothing, one
+/// line, 74, and it does not.
+#[test]
+fn exec_over_tls_verifies_the_members_certificate_and_refuses_a_wrong_root() {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run `eval \"$(scripts/postgres start)\"; eval \"$(scripts/etcd start)\"` first (the TLS member uses scripts/postgres's test CA)"
+            )
+        })
+    };
+    let (url, root) = (
+        var("LOCKFILE_TEST_ETCD_TLS"),
+        var("LOCKFILE_TEST_ETCD_ROOT_CERT"),
+    );
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let marker = dir.path().join("ran");
+    let out = output(
+        common::lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args(["exec", "--lock-db", &format!("{url}?cacert={root}")])
+            .args([
+                "--lock-namespace",
+                &namespace("tls"),
+                "tls.lock",
+                "--",
+                "touch",
+            ])
+            .arg(&marker),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(marker.exists(), "the command did not run");
+
+    let other = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../postgres-tests/tests/data/other-ca.crt"
+    );
+    common::refused(
+        &format!("{url}?cacert={other}"),
+        74,
+        "TLS refused the server's certificate (invalid peer certificate: UnknownIssuer): it must be signed by a root in cacert=PATH",
+    );
+}

@@ -169,6 +169,18 @@ impl std::error::Error for EtcdFailure {
 /// One line for an etcd-client error: a gRPC status's message (the server's
 /// own, or the transport's reason), else the error and its causes.
 pub(crate) fn describe(error: &etcd_client::Error) -> String {
+    let line = chain(error);
+    if line.contains("invalid peer certificate") {
+        // rustls's reason alone does not say what to do.
+        return format!(
+            "TLS refused the server's certificate ({}): it must be signed by a root in cacert=PATH (else one of the system's) and be issued for the host in the URL",
+            line.trim_end_matches(": transport error")
+        );
+    }
+    line
+}
+
+fn chain(error: &etcd_client::Error) -> String {
     if let etcd_client::Error::GRpcStatus(status) = error {
         let mut line = status.message().to_owned();
         let mut source = std::error::Error::source(status);
