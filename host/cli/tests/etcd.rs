@@ -325,3 +325,83 @@ fn exec_over_tls_verifies_the_members_certificate_and_refuses_a_wrong_root() {
         "TLS refused the server's certificate (invalid peer certificate: UnknownIssuer): it must be signed by a root in cacert=PATH",
     );
 }
+
+/// A user and password log in (`scripts/etcd`'s member with authentication
+/// on, whose tokens expire after 2 s): a lock held across several expiries
+/// is renewed and checked throughout, and released cleanly; a wrong password
+/// is one line, 74, and the command does not run.
+#[test]
+fn a_user_logs_in_and_holds_a_lock_across_token_expiries() {
+    let url = std::env::var("LOCKFILE_TEST_ETCD_AUTH").unwrap_or_else(|_| {
+        panic!("LOCKFILE_TEST_ETCD_AUTH is not set: run `eval \"$(scripts/etcd start)\"` first")
+    });
+    let ns = namespace("auth");
+    let out = output(
+        common::lockfile()
+            .env_remove("LOCKFILE_DB")
+            .args(["exec", "--lock-db", &url, "--lock-namespace", &ns])
+            .args([
+                "--lease",
+                "3s",
+                "a.lock",
+                "--",
+                "sh",
+                "-c",
+                "sleep 5; echo held",
+            ]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "held\n");
+
+    let (credentials, host) = url.trim_start_matches("etcd://").split_once('@').unwrap();
+    let user = credentials.split_once(':').unwrap().0;
+    common::refused(
+        &format!("etcd://{user}:s3cret@{host}"),
+        74,
+        "authentication failed",
+    );
+}
+
+/// The fencing token is the revision at which an acquisition wrote its
+/// record: COMMAND finds it in LOCKFILE_FENCING_TOKEN, a plugin through
+/// `fencing-token`, `inspect` shows the last, and each holder's is larger.
+#[test]
+fn commands_and_plugins_get_a_growing_fencing_token() {
+    let ns = namespace("token");
+    let print_token = ["sh", "-c", "echo \"${LOCKFILE_FENCING_TOKEN-unset}\""];
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let out =
+            output(exec(&ns, &[], "t.lock", &print_token).env_remove("LOCKFILE_FENCING_TOKEN"));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let token: u64 = stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no token in COMMAND's environment: {:?}", stdout(&out)));
+        assert!(
+            inspect(&ns, "t.lock").contains(&format!("\ntoken: {token}\n")),
+            "{}",
+            inspect(&ns, "t.lock")
+        );
+        tokens.push(token);
+    }
+    let out = output(
+        lockfile_etcd("run", &ns)
+            .arg("--cache-dir")
+            .arg(common::cache_dir())
+            .arg(lockfile_tests::LOCKCTL_COMPONENT)
+            .args(["lock", "t.lock", "{pid}", "0", "token"]),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plugin: u64 = stdout(&out)
+        .lines()
+        .find_map(|line| line.strip_prefix("token "))
+        .and_then(|token| token.parse().ok())
+        .unwrap_or_else(|| panic!("no token from the plugin: {}", stdout(&out)));
+    tokens.push(plugin);
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] < pair[1]),
+        "{tokens:?}"
+    );
+    assert!(inspect(&ns, "t.lock").contains(&format!("\ntoken: {plugin}\n")));
+}

@@ -169,7 +169,11 @@ fn options(url: &EtcdUrl, timing: &Timing) -> Result<ConnectOptions, Error> {
         .with_tcp_keepalive(timing.heartbeat)
         .with_require_leader(true);
     if let Some((user, password)) = &url.user {
-        options = options.with_user(user, password);
+        // etcd's simple tokens expire (5 minutes by default): a held lock's
+        // renewals and checks outlive them.
+        options = options
+            .with_user(user, password)
+            .with_auto_token_refresh(true);
     }
     if url.tls {
         let tls = match &url.ca_file {
