@@ -327,9 +327,11 @@ fn exec_over_tls_verifies_the_members_certificate_and_refuses_a_wrong_root() {
 }
 
 /// A user and password log in (`scripts/etcd`'s member with authentication
-/// on, whose tokens expire after 2 s): a lock held across several expiries
-/// is renewed and checked throughout, and released cleanly; a wrong password
-/// is one line, 74, and the command does not run.
+/// on, whose login tokens expire 2 s after each login, used or not): a lock
+/// held across two expiries is renewed and checked throughout and released
+/// cleanly, the client logging in again (without that, the release failed
+/// with "invalid auth token", 76); a wrong password is one line, 74, and the
+/// command does not run.
 #[test]
 fn a_user_logs_in_and_holds_a_lock_across_token_expiries() {
     let url = std::env::var("LOCKFILE_TEST_ETCD_AUTH").unwrap_or_else(|_| {
