@@ -296,6 +296,7 @@ impl EtcdLocker {
         };
         match turn {
             None => {
+                queued.leave().await;
                 let holder = self.read_content(name).await.ok().flatten();
                 Err(lockfile_core::Error::TimedOut {
                     path: name.into(),
@@ -304,7 +305,10 @@ impl EtcdLocker {
                 }
                 .into())
             }
-            Some(Err(error)) => Err(error),
+            Some(Err(error)) => {
+                queued.leave().await;
+                Err(error)
+            }
             Some(Ok(taken)) => {
                 let entry = queued.entry.clone().expect("queued");
                 if !taken.succeeded() {
@@ -484,6 +488,21 @@ impl EtcdLocker {
 struct Queued<'a> {
     locker: &'a EtcdLocker,
     entry: Option<Vec<u8>>,
+}
+
+impl Queued<'_> {
+    /// Deletes the queue key now and waits for the answer (within the answer
+    /// timeout): a process that ends right after a wait ran out, as `lockfile
+    /// exec` does, would otherwise end before a deletion in the background
+    /// was sent, leaving its key ahead of every later taker until its lease
+    /// ended.
+    async fn leave(&mut self) {
+        if let Some(entry) = self.entry.take() {
+            let mut kv = self.locker.inner.client.kv_client();
+            let limit = self.locker.inner.timing.answer_within;
+            let _ = tokio::time::timeout(limit, kv.delete(entry, None)).await;
+        }
+    }
 }
 
 impl Drop for Queued<'_> {
