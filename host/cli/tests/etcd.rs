@@ -375,23 +375,7 @@ fn a_user_logs_in_and_holds_a_lock_across_token_expiries() {
 #[test]
 fn commands_and_plugins_get_a_growing_fencing_token() {
     let ns = namespace("token");
-    let print_token = ["sh", "-c", "echo \"${LOCKFILE_FENCING_TOKEN-unset}\""];
-    let mut tokens = Vec::new();
-    for _ in 0..2 {
-        let out =
-            output(exec(&ns, &[], "t.lock", &print_token).env_remove("LOCKFILE_FENCING_TOKEN"));
-        assert!(out.status.success(), "{}", stderr(&out));
-        let token: u64 = stdout(&out)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no token in COMMAND's environment: {:?}", stdout(&out)));
-        assert!(
-            inspect(&ns, "t.lock").contains(&format!("\ntoken: {token}\n")),
-            "{}",
-            inspect(&ns, "t.lock")
-        );
-        tokens.push(token);
-    }
+    let mut tokens = common::growing_tokens_of_commands(&etcd_url(), &ns, "t.lock", 2);
     let out = output(
         lockfile_etcd("run", &ns)
             .arg("--cache-dir")

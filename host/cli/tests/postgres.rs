@@ -136,27 +136,7 @@ fn the_command_status_passes_through_and_a_wait_takes_the_lock_on_release() {
 #[test]
 fn command_gets_the_fencing_token_in_its_environment() {
     let ns = namespace("token-env");
-    let print_token = ["sh", "-c", "echo \"${LOCKFILE_FENCING_TOKEN-unset}\""];
-    let mut tokens = Vec::new();
-    for _ in 0..3 {
-        let out =
-            output(exec(&ns, &[], "job.lock", &print_token).env_remove("LOCKFILE_FENCING_TOKEN"));
-        assert!(out.status.success(), "{}", stderr(&out));
-        let token: u64 = stdout(&out)
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("no token in COMMAND's environment: {:?}", stdout(&out)));
-        assert!(
-            inspect(&ns, "job.lock").contains(&format!("\ntoken: {token}\n")),
-            "{}",
-            inspect(&ns, "job.lock")
-        );
-        tokens.push(token);
-    }
-    assert!(
-        tokens.windows(2).all(|pair| pair[0] < pair[1]),
-        "{tokens:?}"
-    );
+    common::growing_tokens_of_commands(&db_url(), &ns, "job.lock", 3);
 
     let dir = tempdir();
     let out = output(
@@ -166,7 +146,7 @@ fn command_gets_the_fencing_token_in_its_environment() {
             .arg("exec")
             .arg(dir.path().join("job.lock"))
             .arg("--")
-            .args(print_token),
+            .args(common::PRINT_TOKEN),
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "unset\n");

@@ -353,6 +353,50 @@ pub fn refused(url: &str, status: i32, says: &str) {
     assert!(!marker.exists(), "{url}: the command ran");
 }
 
+/// The command that prints the fencing token `lockfile exec` gives it, or
+/// `unset`.
+pub const PRINT_TOKEN: [&str; 3] = ["sh", "-c", "echo \"${LOCKFILE_FENCING_TOKEN-unset}\""];
+
+/// Runs `lockfile exec --lock-db URL` on `name` under `ns` `times` times,
+/// for [`PRINT_TOKEN`], and checks: each COMMAND found a token in its
+/// environment, `inspect` shows it, and each is larger than the last.
+/// Returns them.
+pub fn growing_tokens_of_commands(url: &str, ns: &str, name: &str, times: usize) -> Vec<u64> {
+    let db = |subcommand: &str| {
+        let mut command = lockfile();
+        command
+            .env_remove("LOCKFILE_DB")
+            .env_remove("LOCKFILE_FENCING_TOKEN")
+            .args([subcommand, "--lock-db", url, "--lock-namespace", ns, name]);
+        command
+    };
+    let inspect = || {
+        let out = output(&mut db("inspect"));
+        assert!(out.status.success(), "inspect: {}", stderr(&out));
+        stdout(&out)
+    };
+    let mut tokens = Vec::new();
+    for _ in 0..times {
+        let out = output(db("exec").arg("--").args(PRINT_TOKEN));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let token: u64 = stdout(&out)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no token in COMMAND's environment: {:?}", stdout(&out)));
+        assert!(
+            inspect().contains(&format!("\ntoken: {token}\n")),
+            "{}",
+            inspect()
+        );
+        tokens.push(token);
+    }
+    assert!(
+        tokens.windows(2).all(|pair| pair[0] < pair[1]),
+        "{tokens:?}"
+    );
+    tokens
+}
+
 /// A COMMAND that leaves processes behind: one in the background of its
 /// `sh`, one a daemon of its own session (setsid), their pids in `bg.pid`
 /// and `daemon.pid`; `ready` once both run; then `then` (sh).
