@@ -475,11 +475,18 @@ impl EtcdLocker {
     /// (a wait that ended without the lock): if it cannot, the key ends with
     /// the lease.
     pub(crate) fn abandon(&self, entry: Vec<u8>) {
+        self.inner.runtime.spawn(self.delete_entry(entry));
+    }
+
+    /// The bounded deletion of a queue key (within the answer timeout; an
+    /// error or no answer leaves the key to end with the lease), owning what
+    /// it needs, so that it can be awaited or spawned.
+    fn delete_entry(&self, entry: Vec<u8>) -> impl Future<Output = ()> + Send + 'static {
         let mut kv = self.inner.client.kv_client();
         let limit = self.inner.timing.answer_within;
-        self.inner.runtime.spawn(async move {
+        async move {
             let _ = tokio::time::timeout(limit, kv.delete(entry, None)).await;
-        });
+        }
     }
 }
 
@@ -498,9 +505,7 @@ impl Queued<'_> {
     /// ended.
     async fn leave(&mut self) {
         if let Some(entry) = self.entry.take() {
-            let mut kv = self.locker.inner.client.kv_client();
-            let limit = self.locker.inner.timing.answer_within;
-            let _ = tokio::time::timeout(limit, kv.delete(entry, None)).await;
+            self.locker.delete_entry(entry).await;
         }
     }
 }
