@@ -383,11 +383,8 @@ pub fn growing_tokens_of_commands(url: &str, ns: &str, name: &str, times: usize)
             .trim()
             .parse()
             .unwrap_or_else(|_| panic!("no token in COMMAND's environment: {:?}", stdout(&out)));
-        assert!(
-            inspect().contains(&format!("\ntoken: {token}\n")),
-            "{}",
-            inspect()
-        );
+        let record = inspect();
+        assert!(record.contains(&format!("\ntoken: {token}\n")), "{record}");
         tokens.push(token);
     }
     assert!(
